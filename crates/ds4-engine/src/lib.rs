@@ -1,1 +1,64 @@
-//! ds4-engine
+//! ds4-engine: the single worker that owns the model and its live KV session,
+//! a FIFO job queue, sampling, stop conditions, cancellation and live-prefix reuse.
+//!
+//! The model and tokenizer are reached through the narrow traits [`Model`],
+//! [`Session`] and [`Tokenizer`] so that the engine does not depend on a
+//! particular backend. The engine knows nothing about HTTP or chat formats:
+//! callers pass rendered prompt text + tokens and receive [`Event`]s.
+
+pub mod engine;
+pub mod sampling;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod text;
+
+pub use engine::{
+    CacheSource, CancelFlag, Control, Engine, EngineConfig, EngineStats, Event, Finish, GenControl,
+    GenRequest, JobHandle, Usage,
+};
+pub use sampling::{Rng, SamplingParams};
+
+/// Errors reported by a model backend or by the engine.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("Prompt has {n_prompt} tokens, but the configured context size is {n_ctx} tokens")]
+    ContextOverflow { n_prompt: usize, n_ctx: usize },
+    #[error("model error: {0}")]
+    Model(String),
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+/// One sequence's evaluation state (KV cache + position) on a model.
+pub trait Session: Send {
+    /// Number of tokens evaluated so far (the KV position).
+    fn n_tokens(&self) -> usize;
+    /// Evaluate `tokens` at the current position, extending the state. With
+    /// `want_logits`, return the logits (vocab-sized) after the last token.
+    fn eval(&mut self, tokens: &[u32], want_logits: bool) -> Result<Option<Vec<f32>>, EngineError>;
+    /// Forget everything (position 0).
+    fn reset(&mut self);
+    /// Memory used by the state, in bytes (for logs and health output).
+    fn state_bytes(&self) -> usize;
+}
+
+/// A loaded model able to create sessions.
+pub trait Model: Send {
+    fn vocab_size(&self) -> usize;
+    /// Create a session able to hold `ctx` tokens.
+    fn new_session(&self, ctx: usize) -> Result<Box<dyn Session>, EngineError>;
+    /// Human-readable description for logs.
+    fn describe(&self) -> String {
+        "model".to_string()
+    }
+}
+
+/// Text <-> token mapping used by the engine (special-token aware encoding).
+pub trait Tokenizer: Send + Sync {
+    /// Encode rendered prompt text; the special strings become single tokens.
+    fn encode(&self, text: &str) -> Vec<u32>;
+    /// Raw bytes of one token (special tokens give their literal text).
+    fn token_bytes(&self, id: u32) -> Vec<u8>;
+    /// End-of-sentence id (stops generation; never evaluated).
+    fn eos_id(&self) -> u32;
+}
