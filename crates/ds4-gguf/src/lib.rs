@@ -3,6 +3,7 @@
 //! Spec: shared/spec/gguf-layout.md §6 (container), §3 (tensor types).
 
 pub mod error;
+pub mod layout;
 pub mod reader;
 pub mod value;
 pub mod writer;
