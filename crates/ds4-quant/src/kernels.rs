@@ -1,0 +1,464 @@
+//! Fast dot products and a single-threaded matrix-vector product for the CPU forward pass.
+//!
+//! On x86_64 with AVX2 + FMA (detected at run time) the dots use SIMD; elsewhere they fall back
+//! to the scalar [`reference`](crate::reference). The quantized dots (Q8_0·Q8_0, Q2_K/Q4_K/
+//! IQ2_XXS·Q8_K) compute the same exact integer block sums and the same f32 operations in the
+//! same order as the reference, so they are **bit-identical** to it. The f32-activation dots
+//! (F32/F16/BF16 weights) accumulate in f32 lanes, flushed to f64 every 256 elements; they agree
+//! with the f64 reference to well under 1e-6 of `Σ|w·x|`.
+
+use crate::act::{quantize_q8_0_act, quantize_q8_k, Q8KRow, Q8_0Row};
+use crate::reference::{self, check_f32, check_q8_0, check_q8k};
+use crate::{row_bytes, GgmlType, QuantError};
+
+/// An activation row prepared for one weight type (see [`prepare_activation`]).
+#[derive(Clone, Debug)]
+pub enum Activation<'a> {
+    /// For Q2_K, Q4_K and IQ2_XXS weights.
+    Q8K(Q8KRow),
+    /// For Q8_0 weights.
+    Q8_0(Q8_0Row),
+    /// For F32, F16, BF16 (and any other) weights: used as is.
+    F32(&'a [f32]),
+}
+
+/// The activation form `matvec` uses for weight type `ty`: Q2_K/Q4_K/IQ2_XXS → Q8_K, Q8_0 →
+/// Q8_0 activation, everything else → the f32 values themselves.
+pub fn prepare_activation(ty: GgmlType, x: &[f32]) -> Activation<'_> {
+    match ty {
+        GgmlType::Q2K | GgmlType::Q4K | GgmlType::Iq2Xxs => Activation::Q8K(quantize_q8_k(x)),
+        GgmlType::Q8_0 => Activation::Q8_0(quantize_q8_0_act(x)),
+        _ => Activation::F32(x),
+    }
+}
+
+/// `y[r] = Σ_c W[r, c]·x[c]` for a row-major weight matrix of `rows` rows of `cols` elements of
+/// type `ty` (each row `row_bytes(ty, cols)` bytes). The activation is quantized once (see
+/// [`prepare_activation`]). Single-threaded: to parallelise, prepare the activation once and
+/// call [`matvec_prepared`] on row ranges.
+pub fn matvec(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    if x.len() != cols {
+        return Err(QuantError::Length {
+            what: "activation vector",
+            expected: cols,
+            got: x.len(),
+        });
+    }
+    check_matrix(ty, weights, rows, cols, y)?;
+    let act = prepare_activation(ty, x);
+    matvec_prepared(ty, weights, rows, cols, &act, y)
+}
+
+fn check_matrix(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    y: &[f32],
+) -> Result<usize, QuantError> {
+    let rb = crate::check_row(ty, cols)?;
+    let expected = rb.checked_mul(rows).ok_or(QuantError::Length {
+        what: "weight matrix",
+        expected: usize::MAX,
+        got: weights.len(),
+    })?;
+    if weights.len() != expected {
+        return Err(QuantError::Length {
+            what: "weight matrix",
+            expected,
+            got: weights.len(),
+        });
+    }
+    if y.len() != rows {
+        return Err(QuantError::Length {
+            what: "output vector",
+            expected: rows,
+            got: y.len(),
+        });
+    }
+    Ok(rb)
+}
+
+/// [`matvec`] with an activation prepared by [`prepare_activation`] for the same `ty`.
+pub fn matvec_prepared(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    act: &Activation<'_>,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let rb = check_matrix(ty, weights, rows, cols, y)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let rows_iter = weights.chunks_exact(rb.max(1)).zip(y.iter_mut());
+    match act {
+        Activation::Q8K(a) => {
+            if a.len() != cols {
+                return Err(QuantError::Length {
+                    what: "Q8_K activation",
+                    expected: cols,
+                    got: a.len(),
+                });
+            }
+            check_q8k(ty, &weights[..rb], a)?;
+            let f = q8k_fn(ty);
+            for (w, o) in rows_iter {
+                *o = f(w, a);
+            }
+        }
+        Activation::Q8_0(a) => {
+            if ty != GgmlType::Q8_0 {
+                return Err(QuantError::Unsupported {
+                    ty,
+                    op: "matvec with a Q8_0 activation",
+                });
+            }
+            if a.len() != cols {
+                return Err(QuantError::Length {
+                    what: "Q8_0 activation",
+                    expected: cols,
+                    got: a.len(),
+                });
+            }
+            check_q8_0(&weights[..rb], a)?;
+            let f = q8_0_fn();
+            for (w, o) in rows_iter {
+                *o = f(w, a);
+            }
+        }
+        Activation::F32(x) => {
+            if x.len() != cols {
+                return Err(QuantError::Length {
+                    what: "activation vector",
+                    expected: cols,
+                    got: x.len(),
+                });
+            }
+            for (w, o) in rows_iter {
+                *o = dot_f32_unchecked(ty, w, x);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fast Q2_K / Q4_K / IQ2_XXS · Q8_K dot (bit-identical to [`reference::vec_dot_q8k`]);
+/// NaN on a length or type mismatch.
+pub fn vec_dot_q8k(ty: GgmlType, w_row: &[u8], a: &Q8KRow) -> f32 {
+    if check_q8k(ty, w_row, a).is_err() {
+        return f32::NAN;
+    }
+    q8k_fn(ty)(w_row, a)
+}
+
+/// Fast Q8_0 · Q8_0-activation dot (bit-identical to [`reference::vec_dot_q8_0`]); NaN on mismatch.
+pub fn vec_dot_q8_0(w_row: &[u8], a: &Q8_0Row) -> f32 {
+    if check_q8_0(w_row, a).is_err() {
+        return f32::NAN;
+    }
+    q8_0_fn()(w_row, a)
+}
+
+/// Fast dot of a weight row with f32 activations (SIMD for F32/F16/BF16, the reference for the
+/// block formats); NaN on mismatch.
+pub fn vec_dot_f32(ty: GgmlType, w_row: &[u8], x: &[f32]) -> f32 {
+    if check_f32(ty, w_row, x.len()).is_err() {
+        return f32::NAN;
+    }
+    dot_f32_unchecked(ty, w_row, x)
+}
+
+type Q8KFn = fn(&[u8], &Q8KRow) -> f32;
+type Q80Fn = fn(&[u8], &Q8_0Row) -> f32;
+
+/// Whether the AVX2 paths are in use on this machine.
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn q8k_fn(ty: GgmlType) -> Q8KFn {
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        return match ty {
+            GgmlType::Q2K => |w, a| unsafe { x86::dot_q2k(w, a) },
+            GgmlType::Q4K => |w, a| unsafe { x86::dot_q4k(w, a) },
+            _ => |w, a| unsafe { x86::dot_iq2xxs(w, a) },
+        };
+    }
+    match ty {
+        GgmlType::Q2K => |w, a| reference::vec_dot_q8k(GgmlType::Q2K, w, a),
+        GgmlType::Q4K => |w, a| reference::vec_dot_q8k(GgmlType::Q4K, w, a),
+        _ => |w, a| reference::vec_dot_q8k(GgmlType::Iq2Xxs, w, a),
+    }
+}
+
+fn q8_0_fn() -> Q80Fn {
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        return |w, a| unsafe { x86::dot_q8_0(w, a) };
+    }
+    reference::vec_dot_q8_0
+}
+
+/// Caller has checked `w_row.len() == row_bytes(ty, x.len())` and the block multiple.
+fn dot_f32_unchecked(ty: GgmlType, w_row: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(w_row.len(), row_bytes(ty, x.len()));
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        match ty {
+            GgmlType::F32 => return unsafe { x86::dot_f32(w_row, x) },
+            GgmlType::F16 => return unsafe { x86::dot_f16(w_row, x) },
+            GgmlType::Bf16 => return unsafe { x86::dot_bf16(w_row, x) },
+            _ => {}
+        }
+    }
+    reference::vec_dot_f32(ty, w_row, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use crate::act::{Q8KRow, Q8_0Row};
+    use crate::dequant::{q4k_scale_min, rd_f16};
+    use crate::reference::combine_k;
+    use crate::tables::{IQ2XXS_GRID, KSIGNS64};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum_ps_f64(v: __m256) -> f64 {
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+        let s = _mm256_add_pd(lo, hi);
+        let s2 = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
+        _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(p: *const u8) -> __m256i {
+        _mm256_loadu_si256(p as *const __m256i)
+    }
+
+    /// Q8_0 · Q8_0 activation. Lengths checked by the caller.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q8_0(w: &[u8], a: &Q8_0Row) -> f32 {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = 0f32;
+        let xq = a.qs.as_ptr() as *const u8;
+        for (b, blk) in w.chunks_exact(34).enumerate() {
+            let wv = load(blk.as_ptr().add(2));
+            let xv = load(xq.add(32 * b));
+            // |w| (as u8) times x·sign(w); |x| <= 127, so the i16 pair sums cannot saturate
+            let aw = _mm256_sign_epi8(wv, wv);
+            let sx = _mm256_sign_epi8(xv, wv);
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+            let isum = hsum_i32(p);
+            acc += rd_f16(blk, 0) * a.d[b] * isum as f32;
+        }
+        acc
+    }
+
+    /// Q4_K · Q8_K. Lengths checked by the caller.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4k(w: &[u8], a: &Q8KRow) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(144).enumerate() {
+            let q8 = (a.qs.as_ptr() as *const u8).add(256 * b);
+            let bs = &a.bsums[16 * b..16 * b + 16];
+            let scales = &blk[4..16];
+            let mut summ = 0i32;
+            let mut sc = [0i16; 8];
+            for j in 0..8 {
+                let (s, m) = q4k_scale_min(scales, j);
+                sc[j] = s as i16;
+                summ += m as i32 * (bs[2 * j] as i32 + bs[2 * j + 1] as i32);
+            }
+            let mut sumv = _mm256_setzero_si256();
+            let qs = blk.as_ptr().add(16);
+            for p in 0..4 {
+                let q4 = load(qs.add(32 * p));
+                let lo = _mm256_and_si256(q4, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+                let plo = _mm256_maddubs_epi16(lo, load(q8.add(64 * p)));
+                let phi = _mm256_maddubs_epi16(hi, load(q8.add(64 * p + 32)));
+                let slo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * p]));
+                let shi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * p + 1]));
+                sumv = _mm256_add_epi32(sumv, _mm256_add_epi32(slo, shi));
+            }
+            let sumi = hsum_i32(sumv);
+            acc += combine_k(a.d[b], rd_f16(blk, 0), rd_f16(blk, 2), sumi, summ);
+        }
+        acc
+    }
+
+    /// Q2_K · Q8_K. Lengths checked by the caller.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q2k(w: &[u8], a: &Q8KRow) -> f32 {
+        let m3 = _mm256_set1_epi8(3);
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(84).enumerate() {
+            let q8 = (a.qs.as_ptr() as *const u8).add(256 * b);
+            let bs = &a.bsums[16 * b..16 * b + 16];
+            let scales = &blk[0..16];
+            let mut summ = 0i32;
+            for s in 0..16 {
+                summ += (scales[s] >> 4) as i32 * bs[s] as i32;
+            }
+            let mut sumv = _mm256_setzero_si256();
+            for n in 0..2 {
+                let qv = load(blk.as_ptr().add(16 + 32 * n));
+                for j in 0..4 {
+                    let q = _mm256_and_si256(
+                        _mm256_srlv_epi32(qv, _mm256_set1_epi32(2 * j as i32)),
+                        m3,
+                    );
+                    let p = _mm256_maddubs_epi16(q, load(q8.add(128 * n + 32 * j)));
+                    let s0 = (scales[8 * n + 2 * j] & 0xF) as i16;
+                    let s1 = (scales[8 * n + 2 * j + 1] & 0xF) as i16;
+                    let sv = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    sumv = _mm256_add_epi32(sumv, _mm256_madd_epi16(p, sv));
+                }
+            }
+            let sumi = hsum_i32(sumv);
+            acc += combine_k(a.d[b], rd_f16(blk, 80), rd_f16(blk, 82), sumi, summ);
+        }
+        acc
+    }
+
+    /// IQ2_XXS · Q8_K. Lengths checked by the caller.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_iq2xxs(w: &[u8], a: &Q8KRow) -> f32 {
+        let one = _mm256_set1_epi8(1);
+        let mut acc = 0f32;
+        for (b, blk) in w.chunks_exact(66).enumerate() {
+            let q8 = (a.qs.as_ptr() as *const u8).add(256 * b);
+            let mut sumv = _mm256_setzero_si256();
+            for g in 0..8 {
+                let o = 2 + 8 * g;
+                let a1 = u32::from_le_bytes([blk[o + 4], blk[o + 5], blk[o + 6], blk[o + 7]]);
+                let gv = _mm256_set_epi64x(
+                    IQ2XXS_GRID[blk[o + 3] as usize] as i64,
+                    IQ2XXS_GRID[blk[o + 2] as usize] as i64,
+                    IQ2XXS_GRID[blk[o + 1] as usize] as i64,
+                    IQ2XXS_GRID[blk[o] as usize] as i64,
+                );
+                let sv = _mm256_set_epi64x(
+                    KSIGNS64[((a1 >> 21) & 0x7F) as usize] as i64,
+                    KSIGNS64[((a1 >> 14) & 0x7F) as usize] as i64,
+                    KSIGNS64[((a1 >> 7) & 0x7F) as usize] as i64,
+                    KSIGNS64[(a1 & 0x7F) as usize] as i64,
+                );
+                let ys = _mm256_sign_epi8(load(q8.add(32 * g)), _mm256_or_si256(sv, one));
+                let p = _mm256_maddubs_epi16(gv, ys);
+                let ls = _mm256_set1_epi16((2 * (a1 >> 28) + 1) as i16);
+                sumv = _mm256_add_epi32(sumv, _mm256_madd_epi16(p, ls));
+            }
+            let sumi = hsum_i32(sumv);
+            acc += rd_f16(blk, 0) * a.d[b] * sumi as f32;
+        }
+        0.125 * acc
+    }
+
+    /// Shared loop of the f32-activation dots: `load(i)` gives 8 weights as f32 at element `i`.
+    #[inline(always)]
+    unsafe fn dot_lanes(
+        n: usize,
+        x: &[f32],
+        load8: impl Fn(usize) -> __m256,
+        tail: impl Fn(usize) -> f32,
+    ) -> f32 {
+        let xp = x.as_ptr();
+        let mut total = 0f64;
+        let mut i = 0;
+        while i + 256 <= n {
+            let mut a0 = _mm256_setzero_ps();
+            let mut a1 = _mm256_setzero_ps();
+            let mut a2 = _mm256_setzero_ps();
+            let mut a3 = _mm256_setzero_ps();
+            let end = i + 256;
+            while i < end {
+                a0 = _mm256_fmadd_ps(load8(i), _mm256_loadu_ps(xp.add(i)), a0);
+                a1 = _mm256_fmadd_ps(load8(i + 8), _mm256_loadu_ps(xp.add(i + 8)), a1);
+                a2 = _mm256_fmadd_ps(load8(i + 16), _mm256_loadu_ps(xp.add(i + 16)), a2);
+                a3 = _mm256_fmadd_ps(load8(i + 24), _mm256_loadu_ps(xp.add(i + 24)), a3);
+                i += 32;
+            }
+            total += hsum_ps_f64(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        }
+        let mut a0 = _mm256_setzero_ps();
+        while i + 8 <= n {
+            a0 = _mm256_fmadd_ps(load8(i), _mm256_loadu_ps(xp.add(i)), a0);
+            i += 8;
+        }
+        total += hsum_ps_f64(a0);
+        while i < n {
+            total += tail(i) as f64 * x[i] as f64;
+            i += 1;
+        }
+        total as f32
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
+        let wp = w.as_ptr() as *const f32;
+        dot_lanes(
+            x.len(),
+            x,
+            |i| _mm256_loadu_ps(wp.add(i)),
+            |i| f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        let wp = w.as_ptr();
+        dot_lanes(
+            x.len(),
+            x,
+            |i| _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i)),
+            |i| crate::fconv::f16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+        let wp = w.as_ptr();
+        dot_lanes(
+            x.len(),
+            x,
+            |i| {
+                let h = _mm_loadu_si128(wp.add(2 * i) as *const __m128i);
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+            },
+            |i| crate::fconv::bf16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])),
+        )
+    }
+}
