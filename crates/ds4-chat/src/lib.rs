@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod json;
 pub mod model;
+pub mod parser;
 pub mod render;
 pub mod replay;
 
@@ -14,6 +15,10 @@ pub use adapters::{
 pub use json::Json;
 pub use model::{
     ContentBlock, Conversation, Message, ThinkMode, ToolCall, ToolContent, THINK_MAX_MIN_CONTEXT,
+};
+pub use parser::{
+    DecodeState, EndCause, Event, FinishReason, OutputParser, ParsedMessage, ParsedToolCall,
+    ParserOptions, SamplingGuard,
 };
 pub use render::{render_prompt, RenderOptions};
 pub use replay::ToolMemory;

@@ -1,0 +1,525 @@
+//! Output parser: official grammar, lenient variants, streaming invariants.
+
+use ds4_chat::parser::entity_decode;
+use ds4_chat::render::dsml_block;
+use ds4_chat::{
+    DecodeState, EndCause, Event, FinishReason, Json, OutputParser, ParsedMessage, ParserOptions,
+    SamplingGuard, ToolCall,
+};
+
+const OPEN: &str = "<｜DSML｜tool_calls>";
+const CLOSE: &str = "</｜DSML｜tool_calls>";
+
+fn counter_ids() -> Box<dyn FnMut() -> String + Send> {
+    let mut n = 0;
+    Box::new(move || {
+        n += 1;
+        format!("call_{n}")
+    })
+}
+
+fn parser(thinking: bool, tools: bool) -> OutputParser {
+    OutputParser::with_id_generator(ParserOptions::new(thinking, tools), counter_ids())
+}
+
+/// Feeds `chunks` and finishes; returns the events and the message.
+fn run_chunks(
+    thinking: bool,
+    tools: bool,
+    chunks: &[&[u8]],
+    cause: EndCause,
+) -> (Vec<Event>, ParsedMessage) {
+    let mut p = parser(thinking, tools);
+    let mut ev = Vec::new();
+    for c in chunks {
+        ev.extend(p.push(c));
+    }
+    ev.extend(p.finish_with(cause));
+    (ev, p.into_message())
+}
+
+fn run(thinking: bool, text: &str) -> (Vec<Event>, ParsedMessage) {
+    run_chunks(thinking, true, &[text.as_bytes()], EndCause::Stop)
+}
+
+/// Merges consecutive deltas of the same kind so that differently split
+/// streams can be compared.
+fn normalize(ev: &[Event]) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
+    for e in ev {
+        match (out.last_mut(), e) {
+            (Some(Event::ReasoningDelta(a)), Event::ReasoningDelta(b)) => a.push_str(b),
+            (Some(Event::TextDelta(a)), Event::TextDelta(b)) => a.push_str(b),
+            (
+                Some(Event::ToolCallArgs { index: i, delta: a }),
+                Event::ToolCallArgs { index: j, delta: b },
+            ) if i == j => a.push_str(b),
+            _ => out.push(e.clone()),
+        }
+    }
+    out
+}
+
+/// Rebuilds the raw output from the events (the leading `<think>` the parser
+/// skips is not included).
+fn reconstruct(ev: &[Event]) -> String {
+    let mut s = String::new();
+    for e in ev {
+        match e {
+            Event::ReasoningDelta(d) | Event::TextDelta(d) => s.push_str(d),
+            Event::ReasoningEnd => s.push_str("</think>"),
+            Event::ToolCallsDone { raw_dsml, .. } => s.push_str(raw_dsml),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Every split of `text` into two pushes, and a byte-per-push feed, give the
+/// same normalized events as one push; and no byte is lost.
+fn assert_split_invariant(thinking: bool, text: &str) {
+    let b = text.as_bytes();
+    let (whole, _) = run_chunks(thinking, true, &[b], EndCause::Stop);
+    let whole = normalize(&whole);
+    for i in 0..=b.len() {
+        let (ev, _) = run_chunks(thinking, true, &[&b[..i], &b[i..]], EndCause::Stop);
+        assert_eq!(normalize(&ev), whole, "split at {i} of {text:?}");
+    }
+    let bytes: Vec<&[u8]> = b.chunks(1).collect();
+    let (ev, _) = run_chunks(thinking, true, &bytes, EndCause::Stop);
+    assert_eq!(normalize(&ev), whole, "byte-wise feed of {text:?}");
+    let rebuilt = reconstruct(&whole);
+    let expect = if thinking {
+        text.strip_prefix("<think>").unwrap_or(text)
+    } else {
+        text
+    };
+    assert_eq!(rebuilt, expect, "bytes lost");
+    // Per-call argument fragments concatenate to the final arguments.
+    let mut frags: std::collections::BTreeMap<usize, String> = Default::default();
+    for e in &whole {
+        match e {
+            Event::ToolCallArgs { index, delta } => {
+                frags.entry(*index).or_default().push_str(delta)
+            }
+            Event::ToolCallEnd { index, arguments } => {
+                assert_eq!(frags.get(index), Some(arguments))
+            }
+            _ => {}
+        }
+    }
+}
+
+fn official(calls: &[(&str, &str)]) -> String {
+    let calls: Vec<ToolCall> = calls
+        .iter()
+        .map(|(n, a)| ToolCall {
+            id: String::new(),
+            name: n.to_string(),
+            arguments: a.to_string(),
+        })
+        .collect();
+    dsml_block(&calls)
+}
+
+#[test]
+fn official_grammar_thinking_with_call() {
+    let block = official(&[("bash", r#"{"command":"ls -la","timeout":10}"#)]);
+    let text = format!("Need ls.</think>Let me check.{block}");
+    let (ev, m) = run(true, &text);
+    assert_eq!(m.reasoning, "Need ls.");
+    assert!(m.reasoning_complete);
+    assert_eq!(m.content, "Let me check.");
+    assert_eq!(m.tool_calls.len(), 1);
+    assert_eq!(m.tool_calls[0].name, "bash");
+    assert_eq!(m.tool_calls[0].id, "call_1");
+    assert_eq!(
+        m.tool_calls[0].arguments,
+        r#"{"command":"ls -la","timeout":10}"#
+    );
+    assert_eq!(
+        m.raw_blocks,
+        vec![(vec!["call_1".to_string()], block.clone())]
+    );
+    assert_eq!(m.finish, Some((FinishReason::ToolCalls, None)));
+    assert!(matches!(
+        ev.last(),
+        Some(Event::Finish {
+            reason: FinishReason::ToolCalls,
+            ..
+        })
+    ));
+    assert_split_invariant(true, &text);
+}
+
+#[test]
+fn parallel_calls_indexes_and_ids() {
+    let block = official(&[
+        ("get_weather", r#"{"location":"Rome"}"#),
+        (
+            "get_weather",
+            r#"{"location":"Paris","days":[1,2],"opts":{"a":null}}"#,
+        ),
+    ]);
+    let text = format!("r</think>{block}");
+    let (ev, m) = run(true, &text);
+    let starts: Vec<(usize, String)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::ToolCallStart { index, id, .. } => Some((*index, id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        vec![(0, "call_1".to_string()), (1, "call_2".to_string())]
+    );
+    assert_eq!(
+        m.tool_calls[1].arguments,
+        r#"{"location":"Paris","days":[1,2],"opts":{"a":null}}"#
+    );
+    assert_eq!(m.content, "");
+    assert_split_invariant(true, &text);
+}
+
+#[test]
+fn missing_think_end_is_all_reasoning() {
+    // Length cutoff inside reasoning: everything streamed so far is reasoning.
+    let (ev, m) = run_chunks(true, true, &[b"still thinking </thi"], EndCause::Length);
+    assert_eq!(m.reasoning, "still thinking </thi");
+    assert!(!m.reasoning_complete);
+    assert_eq!(m.content, "");
+    assert!(matches!(
+        ev.last(),
+        Some(Event::Finish {
+            reason: FinishReason::Length,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn think_end_twice_and_leading_think() {
+    let text = "<think>a</think>b</think>c";
+    let (_, m) = run(true, text);
+    assert_eq!(m.reasoning, "a");
+    assert_eq!(m.content, "b</think>c");
+    assert_split_invariant(true, text);
+}
+
+#[test]
+fn dsml_inside_reasoning_is_not_executed() {
+    let block = official(&[("bash", r#"{"command":"rm -rf /"}"#)]);
+    let text = format!("maybe {block} no</think>Done.");
+    let (_, m) = run(true, &text);
+    assert!(m.tool_calls.is_empty());
+    assert_eq!(m.reasoning, format!("maybe {block} no"));
+    assert_eq!(m.content, "Done.");
+    assert_split_invariant(true, &text);
+}
+
+#[test]
+fn chat_mode_has_no_reasoning() {
+    let text = "x</think>y";
+    let (_, m) = run(false, text);
+    assert_eq!(m.reasoning, "");
+    assert_eq!(m.content, "x</think>y");
+}
+
+#[test]
+fn separator_variants_and_trailing_text() {
+    for sep in ["\n\n", "", "\n\n\n \t", " "] {
+        let body = format!(
+            "{OPEN}\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" string=\"true\">x</｜DSML｜parameter>\n</｜DSML｜invoke>\n{CLOSE}"
+        );
+        let text = format!("Hi.{sep}{body}");
+        let (_, m) = run(false, &text);
+        assert_eq!(m.content, "Hi.", "sep {sep:?}");
+        assert_eq!(m.raw_blocks[0].1, format!("{sep}{body}"));
+        assert_eq!(m.tool_calls[0].arguments, r#"{"a":"x"}"#);
+        assert_split_invariant(false, &text);
+    }
+    // Text after the closing tag is kept as text (never lost).
+    let text = format!("{}after", official(&[("f", "{}")]));
+    let (_, m) = run(false, &text);
+    assert_eq!(m.content, "after");
+    assert_eq!(m.tool_calls[0].arguments, "{}");
+}
+
+#[test]
+fn short_and_plain_styles() {
+    let short = "ok\n\n<DSML｜tool_calls>\n<DSML｜invoke name=\"bash\">\n<DSML｜parameter name=\"command\" string=\"true\">ls -la</DSML｜parameter>\n</DSML｜invoke>\n</DSML｜tool_calls>";
+    let plain = "ok<tool_calls><invoke name=\"bash\"><parameter name=\"command\" string=\"true\">ls -la</parameter></invoke></tool_calls>";
+    for text in [short, plain] {
+        let (_, m) = run(false, text);
+        assert_eq!(m.content, "ok");
+        assert_eq!(m.tool_calls[0].name, "bash");
+        assert_eq!(m.tool_calls[0].arguments, r#"{"command":"ls -la"}"#);
+        assert_split_invariant(false, text);
+    }
+}
+
+#[test]
+fn missing_string_attribute_and_nested_params() {
+    let text = format!(
+        "{OPEN}<｜DSML｜invoke name=\"f\"><｜DSML｜parameter name=\"s\">  plain &amp; simple</｜DSML｜parameter>\
+<｜DSML｜parameter name=\"obj\">\n<｜DSML｜parameter name=\"k\" string=\"false\">1</｜DSML｜parameter>\
+<｜DSML｜parameter name=\"t\">v</｜DSML｜parameter>\n</｜DSML｜parameter>\
+<｜DSML｜parameter name=\"z\" string=\"false\"> [1, 2] </｜DSML｜parameter></｜DSML｜invoke>{CLOSE}"
+    );
+    let (_, m) = run(false, &text);
+    assert_eq!(
+        m.tool_calls[0].arguments,
+        r#"{"s":"  plain & simple","obj":{"k":1,"t":"v"},"z":[1,2]}"#
+    );
+    assert_split_invariant(false, &text);
+}
+
+#[test]
+fn entity_decoding() {
+    assert_eq!(
+        entity_decode("a &amp;&lt;&gt;&quot;&apos; &foo; & &amp"),
+        "a &<>\"' &foo; & &amp"
+    );
+    let text = format!(
+        "{OPEN}<｜DSML｜invoke name=\"a&amp;b\"><｜DSML｜parameter name=\"q&quot;\" string=\"true\">x &lt;/｜DSML｜parameter> &nbsp; &&</｜DSML｜parameter></｜DSML｜invoke>{CLOSE}"
+    );
+    let (_, m) = run(false, &text);
+    assert_eq!(m.tool_calls[0].name, "a&b");
+    assert_eq!(
+        m.tool_calls[0].arguments,
+        r#"{"q\"":"x </｜DSML｜parameter> &nbsp; &&"}"#
+    );
+    assert_split_invariant(false, &text);
+}
+
+#[test]
+fn malformed_block_falls_back_to_text() {
+    let text = format!("Hi\n\n{OPEN}\n<｜DSML｜invoke>\n</｜DSML｜invoke>\n{CLOSE} tail");
+    let (ev, m) = run(false, &text);
+    assert!(m.tool_calls.is_empty());
+    assert_eq!(m.content, text);
+    assert!(ev.iter().any(|e| matches!(e, Event::DsmlInvalid { .. })));
+    assert_eq!(
+        m.finish,
+        Some((FinishReason::Stop, Some("invalid tool call".to_string())))
+    );
+    assert_split_invariant(false, &text);
+    // Garbage between tags.
+    let text = format!("{OPEN}\nhello <｜DSML｜invoke name=\"f\"></｜DSML｜invoke>{CLOSE}");
+    let (_, m) = run(false, &text);
+    assert!(m.tool_calls.is_empty());
+    assert_eq!(m.content, text);
+    assert_split_invariant(false, &text);
+}
+
+#[test]
+fn malformed_block_then_valid_block() {
+    let good = official(&[("f", r#"{"a":1}"#)]);
+    let text = format!("{OPEN}oops{good}");
+    let (_, m) = run(false, &text);
+    assert_eq!(m.content, format!("{OPEN}oops"));
+    assert_eq!(m.tool_calls.len(), 1);
+    assert_eq!(m.tool_calls[0].arguments, r#"{"a":1}"#);
+    assert_split_invariant(false, &text);
+}
+
+#[test]
+fn unterminated_block_is_an_error() {
+    let text = format!(
+        "Hi{OPEN}\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" string=\"true\">x"
+    );
+    let (ev, m) = run(false, &text);
+    assert!(m.tool_calls.is_empty());
+    assert_eq!(m.content, text);
+    assert!(matches!(
+        ev.last(),
+        Some(Event::Finish {
+            reason: FinishReason::Error,
+            ..
+        })
+    ));
+    // Cut by length: reported as length.
+    let (_, m) = run_chunks(false, true, &[text.as_bytes()], EndCause::Length);
+    assert_eq!(m.finish.unwrap().0, FinishReason::Length);
+    // A completed call inside an unterminated block is void too.
+    let text = format!("{OPEN}<｜DSML｜invoke name=\"f\"></｜DSML｜invoke>");
+    let (_, m) = run(false, &text);
+    assert!(m.tool_calls.is_empty());
+    assert_eq!(m.content, text);
+}
+
+#[test]
+fn invalid_json_value_becomes_string_with_warning() {
+    let text = format!(
+        "{OPEN}<｜DSML｜invoke name=\"f\"><｜DSML｜parameter name=\"n\" string=\"false\">10s</｜DSML｜parameter>\
+<｜DSML｜parameter name=\"e\" string=\"false\">  </｜DSML｜parameter>\
+<｜DSML｜parameter name=\"x\" string=\"maybe\">1e5</｜DSML｜parameter></｜DSML｜invoke>{CLOSE}"
+    );
+    let (_, m) = run(false, &text);
+    assert_eq!(m.tool_calls[0].arguments, r#"{"n":"10s","e":null,"x":1e5}"#);
+    assert_eq!(m.warnings.len(), 1);
+    assert!(Json::parse(&m.tool_calls[0].arguments).is_ok());
+}
+
+#[test]
+fn dsml_without_active_tools_is_still_parsed() {
+    let text = format!("a{}", official(&[("f", r#"{"a":"b"}"#)]));
+    let (_, m) = run_chunks(false, false, &[text.as_bytes()], EndCause::Stop);
+    assert_eq!(m.tool_calls.len(), 1);
+    assert_eq!(m.finish.unwrap().0, FinishReason::ToolCalls);
+}
+
+#[test]
+fn streaming_holds_partial_markers_utf8_and_entities() {
+    let mut p = parser(true, true);
+    // Partial UTF-8 (🎉 = F0 9F 8E 89) and partial </think>.
+    assert_eq!(
+        p.push(b"a\xF0\x9F\x8E"),
+        vec![Event::ReasoningDelta("a".into())]
+    );
+    assert_eq!(
+        p.push(b"\x89</th"),
+        vec![Event::ReasoningDelta("🎉".into())]
+    );
+    assert_eq!(
+        p.push(b"ink>Hi"),
+        vec![Event::ReasoningEnd, Event::TextDelta("Hi".into())]
+    );
+    // Whitespace and a partial tool marker are never emitted early.
+    assert_eq!(p.push(b" \n\n"), vec![]);
+    assert_eq!(p.push("<｜DS".as_bytes()), vec![]);
+    let ev = p.push("ML｜tool_calls>\n<｜DSML｜invoke name=\"f\">".as_bytes());
+    assert_eq!(
+        ev,
+        vec![
+            Event::ToolCallStart {
+                index: 0,
+                id: "call_1".into(),
+                name: "f".into()
+            },
+            Event::ToolCallArgs {
+                index: 0,
+                delta: "{".into()
+            }
+        ]
+    );
+    assert_eq!(p.decode_state(), DecodeState::Structural);
+    let ev = p.push("<｜DSML｜parameter name=\"a\" string=\"true\">x &am".as_bytes());
+    assert_eq!(
+        ev,
+        vec![
+            Event::ToolCallArgs {
+                index: 0,
+                delta: "\"a\":\"".into()
+            },
+            Event::ToolCallArgs {
+                index: 0,
+                delta: "x ".into()
+            }
+        ]
+    );
+    assert_eq!(p.decode_state(), DecodeState::StringBody);
+    assert_eq!(
+        p.push(b"p; y</"),
+        vec![Event::ToolCallArgs {
+            index: 0,
+            delta: "& y".into()
+        }]
+    );
+    assert_eq!(p.decode_state(), DecodeState::Structural);
+    let ev = p.push("｜DSML｜parameter>".as_bytes());
+    assert_eq!(
+        ev,
+        vec![Event::ToolCallArgs {
+            index: 0,
+            delta: "\"".into()
+        }]
+    );
+    p.push("<｜DSML｜parameter name=\"j\" string=\"false\">{\"k\": \"v".as_bytes());
+    assert_eq!(p.decode_state(), DecodeState::JsonString);
+    p.push(b"\", ");
+    assert_eq!(p.decode_state(), DecodeState::JsonStructural);
+    p.push("\"n\": 1}</｜DSML｜parameter></｜DSML｜invoke>".as_bytes());
+    assert!(!p.should_stop());
+    let ev = p.push(CLOSE.as_bytes());
+    assert!(matches!(ev.last(), Some(Event::ToolCallsDone { .. })));
+    assert!(p.should_stop());
+    assert_eq!(p.decode_state(), DecodeState::Outside);
+    p.finish();
+    let m = p.into_message();
+    assert_eq!(m.content, "Hi");
+    assert_eq!(
+        m.tool_calls[0].arguments,
+        r#"{"a":"x & y","j":{"k":"v","n":1}}"#
+    );
+    assert_eq!(
+        m.raw_blocks[0].1.chars().take(3).collect::<String>(),
+        " \n\n"
+    );
+}
+
+#[test]
+fn sampling_guard_only_with_active_tools() {
+    let mut g = SamplingGuard::new(false, false);
+    g.push(format!("{OPEN}<｜DSML｜invoke name=\"f\">").as_bytes());
+    assert!(!g.greedy());
+    let mut g = SamplingGuard::new(true, true);
+    // DSML quoted in reasoning does not trigger greedy decoding.
+    g.push(format!("think {OPEN}").as_bytes());
+    assert!(!g.greedy());
+    g.push(format!("</think>{OPEN}").as_bytes());
+    assert!(g.greedy());
+    assert_eq!(g.temperature(0.7), 0.0);
+    g.push("<｜DSML｜invoke name=\"f\"><｜DSML｜parameter name=\"a\" string=\"true\">".as_bytes());
+    assert!(!g.greedy());
+    assert_eq!(g.temperature(0.7), 0.7);
+    g.push("v</｜DSML｜parameter></｜DSML｜invoke></｜DSML｜tool_calls>".as_bytes());
+    assert!(g.should_stop());
+    assert!(!g.greedy());
+}
+
+#[test]
+fn text_without_markers_streams_immediately() {
+    let mut p = parser(false, true);
+    assert_eq!(
+        p.push("Hello wörld".as_bytes()),
+        vec![Event::TextDelta("Hello wörld".into())]
+    );
+    assert_eq!(p.push(b" a < b"), vec![Event::TextDelta(" a < b".into())]);
+    assert_eq!(p.push(b" <"), vec![]);
+    assert_eq!(p.push(b"t"), vec![]); // could still become <tool_calls>
+    assert_eq!(p.push(b"x"), vec![Event::TextDelta(" <tx".into())]);
+    assert_eq!(p.push(b"\n"), vec![]);
+    let ev = p.finish();
+    assert_eq!(ev[0], Event::TextDelta("\n".into()));
+    assert!(matches!(
+        ev[1],
+        Event::Finish {
+            reason: FinishReason::Stop,
+            error: None
+        }
+    ));
+}
+
+#[test]
+fn random_ids_have_the_documented_shape() {
+    let mut p = OutputParser::new(ParserOptions {
+        id_prefix: "toolu_".into(),
+        ..ParserOptions::new(false, true)
+    });
+    let mut ids = Vec::new();
+    p.push(official(&[("f", "{}"), ("g", "{}")]).as_bytes());
+    for c in &p.message().tool_calls {
+        ids.push(c.id.clone());
+    }
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        let hex = id.strip_prefix("toolu_").unwrap();
+        assert_eq!(hex.len(), 32);
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+    assert_ne!(ids[0], ids[1]);
+}
