@@ -5,6 +5,7 @@
 pub mod error;
 pub mod layout;
 pub mod reader;
+pub mod synth;
 pub mod value;
 pub mod writer;
 

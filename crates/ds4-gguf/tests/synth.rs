@@ -1,0 +1,224 @@
+//! Synthetic files: metadata round trip, directory equal to the layout tables,
+//! determinism per seed, and the full-shape totals of spec §0.1 (computed, not written).
+
+use ds4_gguf::layout::{expected_mtp_tensors, expected_tensors, ModelConfig, Recipe};
+use ds4_gguf::synth::{
+    plan_main, plan_mtp, synth_main, synth_main_to, synth_mtp_to, SynthConfig, VocabSource,
+    SPECIAL_TOKENS,
+};
+use ds4_gguf::{GgmlType, GgufFile};
+
+fn tiny_placeholder(recipe: Recipe, seed: u64) -> SynthConfig {
+    let mut c = SynthConfig::tiny();
+    c.vocab = VocabSource::Placeholder(512);
+    c.recipe = recipe;
+    c.seed = seed;
+    c
+}
+
+fn build(cfg: &SynthConfig) -> Vec<u8> {
+    synth_main_to(cfg, Vec::new()).unwrap().0
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+#[test]
+fn tiny_metadata_gives_back_the_config_and_directory() {
+    for recipe in [Recipe::F32, Recipe::F16, Recipe::Q2, Recipe::Q4] {
+        let cfg = tiny_placeholder(recipe, 1);
+        let (bytes, stats) = synth_main_to(&cfg, Vec::new()).unwrap();
+        assert_eq!(stats.file_bytes, bytes.len() as u64);
+        let f = GgufFile::from_bytes(bytes).unwrap();
+        let model = ModelConfig::from_gguf(&f).unwrap();
+        assert_eq!(model, cfg.effective_model().unwrap());
+        assert_eq!(model.vocab_size, 512);
+        let want = expected_tensors(&model, recipe);
+        assert_eq!(f.tensors().len(), want.len());
+        for (t, s) in f.tensors().iter().zip(&want) {
+            assert_eq!(t.name, s.name);
+            assert_eq!(t.dims, s.dims);
+            assert_eq!(t.ggml_type, Some(s.recipe_type), "{}", t.name);
+            assert_eq!(t.abs_offset % 32, 0);
+        }
+        let tokens = f
+            .get("tokenizer.ggml.tokens")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .1;
+        assert_eq!(tokens.len(), 512);
+        for s in SPECIAL_TOKENS {
+            assert!(tokens.iter().any(|t| t.as_str() == Some(s)), "{s}");
+        }
+        assert!(f.get("general.alignment").is_none());
+    }
+}
+
+#[test]
+fn tiny_with_real_vocab_and_alignment_64() {
+    let mut cfg = SynthConfig::tiny();
+    cfg.recipe = Recipe::Q2;
+    cfg.alignment = Some(64);
+    let bytes = build(&cfg);
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    assert_eq!(f.alignment(), 64);
+    let model = ModelConfig::from_gguf(&f).unwrap();
+    assert_eq!(model.vocab_size, 129_280);
+    let tokens = f
+        .get("tokenizer.ggml.tokens")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .1;
+    assert_eq!(tokens.len(), 129_280);
+    let merges = f
+        .get("tokenizer.ggml.merges")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .1;
+    assert_eq!(merges.len(), 127_741);
+    for t in f.tensors() {
+        assert_eq!(t.abs_offset % 64, 0, "{}", t.name);
+    }
+    let tid = f.tensor("blk.1.ffn_gate_tid2eid.weight").unwrap();
+    assert_eq!(tid.dims, vec![6, 129_280]);
+    let data = f.tensor_data(tid);
+    for row in data.chunks_exact(24) {
+        let mut v: Vec<i32> = row
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(v.iter().all(|&e| (0..16).contains(&e)), "{v:?}");
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), 6);
+    }
+}
+
+#[test]
+fn deterministic_per_seed() {
+    for recipe in [Recipe::F32, Recipe::Q2, Recipe::Q4] {
+        let a = fnv(&build(&tiny_placeholder(recipe, 42)));
+        let b = fnv(&build(&tiny_placeholder(recipe, 42)));
+        let c = fnv(&build(&tiny_placeholder(recipe, 43)));
+        assert_eq!(a, b, "{recipe}: same seed, same bytes");
+        assert_ne!(a, c, "{recipe}: different seed, different bytes");
+    }
+}
+
+#[test]
+fn tensors_do_not_depend_on_the_rest_of_the_file() {
+    // Same seed, 5 vs 3 layers: the shared tensors have identical bytes.
+    let five = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::Q2, 9))).unwrap();
+    let three =
+        GgufFile::from_bytes(build(&tiny_placeholder(Recipe::Q2, 9).with_layers(3))).unwrap();
+    assert_eq!(ModelConfig::from_gguf(&three).unwrap().n_layer, 3);
+    for t in three.tensors() {
+        let u = five.tensor(&t.name).unwrap();
+        assert_eq!(three.tensor_data(t), five.tensor_data(u), "{}", t.name);
+    }
+}
+
+#[test]
+fn file_on_disk_matches_in_memory() {
+    let cfg = tiny_placeholder(Recipe::F16, 5);
+    let dir = std::env::temp_dir().join(format!("ds4-synth-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.gguf");
+    let stats = synth_main(&cfg, &path).unwrap();
+    let disk = std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(disk.len() as u64, stats.file_bytes);
+    assert_eq!(disk, build(&cfg));
+}
+
+#[test]
+fn mtp_file_directory() {
+    for (recipe, plain) in [
+        (Recipe::Q4, None),
+        (Recipe::Q4, Some(GgmlType::F16)),
+        (Recipe::F32, None),
+    ] {
+        let mut cfg = tiny_placeholder(recipe, 3);
+        cfg.mtp_plain = plain;
+        let (bytes, stats) = synth_mtp_to(&cfg, Vec::new()).unwrap();
+        assert_eq!(stats.tensors, 32);
+        let f = GgufFile::from_bytes(bytes).unwrap();
+        let model = ModelConfig::from_gguf(&f).unwrap();
+        let want = expected_mtp_tensors(&model, recipe);
+        assert_eq!(f.tensors().len(), 32);
+        for (t, s) in f.tensors().iter().zip(&want) {
+            assert_eq!(t.name, s.name);
+            assert_eq!(t.dims, s.dims);
+        }
+        let fn_t = f.tensor("mtp.0.hc_attn_fn.weight").unwrap().ggml_type;
+        let want_plain = plain.unwrap_or(GgmlType::F32);
+        assert_eq!(fn_t, Some(want_plain));
+        if recipe == Recipe::Q4 {
+            let e = f.tensor("mtp.0.ffn_down_exps.weight").unwrap();
+            assert_eq!(e.ggml_type, Some(GgmlType::Q4K));
+        }
+    }
+}
+
+#[test]
+fn full_shape_plans_match_published_totals() {
+    let cfg = SynthConfig::full();
+    let s = plan_main(&cfg).unwrap();
+    assert_eq!(s.tensors, 1328);
+    assert_eq!(s.data_bytes, 86_714_777_664);
+    let mut census = s.census.clone();
+    census.sort_by_key(|(t, _)| t.name());
+    let mut want = vec![
+        (GgmlType::Iq2Xxs, 86),
+        (GgmlType::Q8_0, 345),
+        (GgmlType::Q2K, 43),
+        (GgmlType::F16, 359),
+        (GgmlType::F32, 492),
+        (GgmlType::I32, 3),
+    ];
+    want.sort_by_key(|(t, _)| t.name());
+    assert_eq!(census, want);
+    // The header (metadata incl. the real tokenizer) is a few MB, as in the published
+    // file (86,720,111,488 - 86,714,777,664 = 5,333,824 bytes there).
+    assert!(
+        s.header_bytes > 3_000_000 && s.header_bytes < 8_000_000,
+        "{}",
+        s.header_bytes
+    );
+
+    let mut q4 = SynthConfig::full();
+    q4.recipe = Recipe::Q4;
+    assert_eq!(plan_main(&q4).unwrap().data_bytes, 164_628_168_768);
+    let m = plan_mtp(&cfg).unwrap();
+    assert_eq!(m.tensors, 32);
+    assert_eq!(m.data_bytes, 3_807_600_192);
+}
+
+#[test]
+fn bad_configs_are_rejected_with_a_reason() {
+    let mut cfg = tiny_placeholder(Recipe::Q2, 0);
+    cfg.model.n_embd = 64; // IQ2_XXS needs ne0 % 256 == 0
+    let e = plan_main(&cfg).unwrap_err().to_string();
+    assert!(
+        e.contains("not a multiple of the IQ2_XXS block size 256"),
+        "{e}"
+    );
+
+    let mut cfg = tiny_placeholder(Recipe::F32, 0);
+    cfg.vocab = VocabSource::Placeholder(100);
+    let e = plan_main(&cfg).unwrap_err().to_string();
+    assert!(e.contains("too small"), "{e}");
+
+    let mut cfg = tiny_placeholder(Recipe::F32, 0);
+    cfg.model.n_head = 7; // not divisible by 2 output groups
+    let e = plan_main(&cfg).unwrap_err().to_string();
+    assert!(e.contains("not divisible"), "{e}");
+}
