@@ -350,6 +350,15 @@ fn iq2_group_at(ts: &[[f32; 8]; 4], s: f32) -> (f32, [u8; 4]) {
 
 fn quantize_iq2_xxs_block(x: &[f32], y: &mut [u8]) -> Result<(), &'static str> {
     let gr = grid();
+    // search on the block scaled to max |x| = 1 (keeps the f32 cost sums in range for any
+    // finite input); the super-scale is scaled back before coding
+    let bmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let xn: Vec<f32> = if bmax > 0.0 {
+        x.iter().map(|v| v / bmax).collect()
+    } else {
+        x.to_vec()
+    };
+    let x = &xn[..];
     let mut ts = [[[0f32; 8]; 4]; 8];
     let mut signs = [[0u8; 4]; 8];
     let mut best_scale = [0f32; 8];
@@ -388,11 +397,13 @@ fn quantize_iq2_xxs_block(x: &[f32], y: &mut [u8]) -> Result<(), &'static str> {
     }
     // super-scale: the largest group scale maps to code 15, db = d·(2s+1)/8
     let smax = best_scale.iter().fold(0f32, |m, &s| m.max(s));
-    let d = put_f16(y, 0, smax * 8.0 / 31.0)?;
+    let d = put_f16(y, 0, smax * bmax * (8.0 / 31.0))?;
+    // the decoded super-scale in the normalised domain
+    let d = if bmax > 0.0 { d / bmax } else { 0.0 };
     for g in 0..8 {
         let mut code = 0u32;
         let mut idx = [0u8; 4];
-        if d > 0.0 {
+        if d > 0.0 && d.is_finite() {
             let c0 = ((best_scale[g] * 8.0 / d - 1.0) / 2.0)
                 .round()
                 .clamp(0.0, 15.0) as i32;
