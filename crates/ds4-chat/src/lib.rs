@@ -20,7 +20,7 @@ pub use parser::{
     DecodeState, EndCause, Event, FinishReason, OutputParser, ParsedMessage, ParsedToolCall,
     ParserOptions, SamplingGuard,
 };
-pub use render::{render_prompt, RenderOptions};
+pub use render::{render_prompt, render_prompt_tokens, RenderOptions};
 pub use replay::ToolMemory;
 
 /// Errors of request parsing and rendering.

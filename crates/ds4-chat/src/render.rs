@@ -25,6 +25,19 @@ pub const TOOLS_POST: &str =
 const RESPONSE_FORMAT_PRE: &str =
     "## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n";
 
+/// Renders a conversation and tokenizes the prompt (added tokens written in the
+/// text, e.g. `<｜User｜>` or `｜DSML｜`, become their single ids; no escaping exists).
+pub fn render_prompt_tokens(
+    conv: &Conversation,
+    mode: ThinkMode,
+    opts: RenderOptions<'_>,
+    tokenizer: &ds4_tokenizer::Tokenizer,
+) -> (String, Vec<u32>) {
+    let text = render_prompt(conv, mode, opts);
+    let ids = tokenizer.encode(&text);
+    (text, ids)
+}
+
 /// Options for [`render_prompt`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RenderOptions<'a> {
