@@ -1,0 +1,99 @@
+//! Matrix-vector throughput per weight type (plain std::time, no harness).
+//!
+//! `cargo bench -p ds4-quant --bench matvec [-- QUICK]`
+//! Prints, per type, GB/s of weight bytes streamed by `kernels::matvec` (single thread, activation
+//! quantization included) and by the scalar reference dot for comparison.
+
+use ds4_quant::{kernels, quantize_row, reference, row_bytes, GgmlType};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32
+    };
+    // quantize a few distinct rows, then tile them (quantizing 30 MB of IQ2_XXS would be slow)
+    let distinct = 16.min(rows);
+    let rb = row_bytes(ty, cols);
+    let mut base = vec![0u8; distinct * rb];
+    for r in 0..distinct {
+        let x: Vec<f32> = (0..cols).map(|_| next() * 0.1).collect();
+        quantize_row(ty, &x, &mut base[r * rb..(r + 1) * rb]).unwrap();
+    }
+    let mut w = Vec::with_capacity(rows * rb);
+    for r in 0..rows {
+        w.extend_from_slice(&base[(r % distinct) * rb..(r % distinct + 1) * rb]);
+    }
+    w
+}
+
+fn time<F: FnMut()>(min: Duration, mut f: F) -> f64 {
+    f(); // warm up
+    let mut iters = 0u32;
+    let t = Instant::now();
+    while t.elapsed() < min || iters < 3 {
+        f();
+        iters += 1;
+    }
+    t.elapsed().as_secs_f64() / iters as f64
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "QUICK");
+    let min = Duration::from_millis(if quick { 200 } else { 1000 });
+    println!("SIMD kernels: {}", kernels::simd_available());
+    println!(
+        "{:<8} {:>6} {:>6} {:>9} {:>11} {:>12} {:>12}",
+        "type", "rows", "cols", "MB", "ms/matvec", "GB/s fast", "GB/s scalar"
+    );
+    let cases = [
+        (GgmlType::Q8_0, 4096),
+        (GgmlType::Q2K, 2048),
+        (GgmlType::Q4K, 4096),
+        (GgmlType::Iq2Xxs, 4096),
+        (GgmlType::F16, 4096),
+        (GgmlType::Bf16, 4096),
+        (GgmlType::F32, 4096),
+    ];
+    for (ty, cols) in cases {
+        let rb = row_bytes(ty, cols);
+        let target = if quick { 8 << 20 } else { 64 << 20 };
+        let rows = (target / rb).max(1);
+        let w = weights(ty, rows, cols, 0x1234_5678 + cols as u64);
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mut y = vec![0f32; rows];
+        let t_fast = time(min, || {
+            kernels::matvec(ty, black_box(&w), rows, cols, black_box(&x), &mut y).unwrap();
+            black_box(&y);
+        });
+        let act = kernels::prepare_activation(ty, &x);
+        let t_ref = time(min, || {
+            for (r, o) in y.iter_mut().enumerate() {
+                let wr = &w[r * rb..(r + 1) * rb];
+                *o = match &act {
+                    kernels::Activation::Q8K(a) => reference::vec_dot_q8k(ty, wr, a),
+                    kernels::Activation::Q8_0(a) => reference::vec_dot_q8_0(wr, a),
+                    kernels::Activation::F32(x) => reference::vec_dot_f32(ty, wr, x),
+                };
+            }
+            black_box(&y);
+        });
+        let bytes = w.len() as f64;
+        println!(
+            "{:<8} {:>6} {:>6} {:>9.1} {:>11.3} {:>12.2} {:>12.2}",
+            ty.name(),
+            rows,
+            cols,
+            bytes / 1e6,
+            t_fast * 1e3,
+            bytes / t_fast / 1e9,
+            bytes / t_ref / 1e9
+        );
+    }
+}
