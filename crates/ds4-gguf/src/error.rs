@@ -20,7 +20,8 @@ pub enum GgufError {
     #[error("file is too small to be GGUF: {len} bytes, need at least 32")]
     TooSmall { len: u64 },
     #[error(
-        "not a GGUF file: magic bytes {found:02x?} at byte 0, expected \"GGUF\" (47 47 55 46)"
+        "not a GGUF file: magic bytes {:02x} {:02x} {:02x} {:02x} at byte 0, expected 47 47 55 46 (\"GGUF\")",
+        found[0], found[1], found[2], found[3]
     )]
     BadMagic { found: [u8; 4] },
     #[error("only GGUF v3 is supported, found version {found} at byte 4")]
