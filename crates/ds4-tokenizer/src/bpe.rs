@@ -45,9 +45,9 @@ pub struct Merges {
 }
 
 impl Merges {
-    pub fn new() -> Merges {
+    pub fn with_capacity(n: usize) -> Merges {
         Merges {
-            map: IntMap::default(),
+            map: IntMap::with_capacity_and_hasher(n, Default::default()),
         }
     }
 
@@ -181,7 +181,7 @@ mod tests {
 
     /// Symbols: 0 'a', 1 'b', 2 "aa", 3 "ab", 4 "aab", 5 "aaaa".
     fn table() -> Merges {
-        let mut m = Merges::new();
+        let mut m = Merges::with_capacity(4);
         m.insert(0, 0, 0, 2);
         m.insert(0, 1, 1, 3);
         m.insert(2, 1, 2, 4);

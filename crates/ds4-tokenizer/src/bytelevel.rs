@@ -69,13 +69,23 @@ const fn build_indirect() -> [u8; 68] {
 /// the alphabet (for example `<｜User｜>`), the string's own UTF-8 bytes.
 pub fn token_string_to_bytes(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
+    append_token_bytes(s, &mut out);
+    out
+}
+
+/// Appends the bytes of `s` (see [`token_string_to_bytes`]) to `out`.
+pub fn append_token_bytes(s: &str, out: &mut Vec<u8>) {
+    let start = out.len();
     for c in s.chars() {
         match char_to_byte(c) {
             Some(b) => out.push(b),
-            None => return s.as_bytes().to_vec(),
+            None => {
+                out.truncate(start);
+                out.extend_from_slice(s.as_bytes());
+                return;
+            }
         }
     }
-    out
 }
 
 /// Alphabet string of raw bytes (what BPE vocabulary strings are made of).

@@ -47,9 +47,41 @@ impl TokenizerData {
     /// Parses the compressed asset format written by
     /// `tools/tokenizer-fixtures/make_assets.py`.
     pub fn from_asset(compressed: &[u8]) -> Result<TokenizerData, TokenizerError> {
-        let raw = miniz_oxide::inflate::decompress_to_vec_zlib(compressed)
-            .map_err(|e| TokenizerError::new(format!("tokenizer asset: zlib error {e:?}")))?;
-        let mut r = Reader { b: &raw, pos: 0 };
+        let raw = inflate(compressed)?;
+        let r = RawData::parse(&raw)?;
+        Ok(TokenizerData {
+            tokens: r.tokens.iter().map(|s| s.to_string()).collect(),
+            token_types: r.token_types.iter().map(|&t| t as i32).collect(),
+            merges: r.merges.iter().map(|s| s.to_string()).collect(),
+            bos_id: r.bos_id,
+            eos_id: r.eos_id,
+            pad_id: r.pad_id,
+        })
+    }
+}
+
+pub(crate) fn inflate(compressed: &[u8]) -> Result<Vec<u8>, TokenizerError> {
+    miniz_oxide::inflate::decompress_to_vec_zlib(compressed)
+        .map_err(|e| TokenizerError::new(format!("tokenizer asset: zlib error {e:?}")))
+}
+
+pub(crate) fn embedded_v4_raw() -> Vec<u8> {
+    inflate(EMBEDDED_V4).expect("embedded DeepSeek V4 tokenizer asset is corrupt")
+}
+
+/// Borrowed view of a decompressed asset.
+pub(crate) struct RawData<'a> {
+    pub tokens: Vec<&'a str>,
+    pub token_types: &'a [u8],
+    pub merges: Vec<&'a str>,
+    pub bos_id: u32,
+    pub eos_id: u32,
+    pub pad_id: Option<u32>,
+}
+
+impl<'a> RawData<'a> {
+    pub fn parse(raw: &'a [u8]) -> Result<RawData<'a>, TokenizerError> {
+        let mut r = Reader { b: raw, pos: 0 };
         if r.take(8)? != MAGIC {
             return Err(TokenizerError::new("tokenizer asset: bad magic"));
         }
@@ -62,7 +94,7 @@ impl TokenizerData {
         for _ in 0..n_tokens {
             tokens.push(r.string()?);
         }
-        let token_types = r.take(n_tokens)?.iter().map(|&t| t as i32).collect();
+        let token_types = r.take(n_tokens)?;
         let mut merges = Vec::with_capacity(n_merges.min(raw.len()));
         for _ in 0..n_merges {
             merges.push(r.string()?);
@@ -70,7 +102,7 @@ impl TokenizerData {
         if r.pos != raw.len() {
             return Err(TokenizerError::new("tokenizer asset: trailing bytes"));
         }
-        Ok(TokenizerData {
+        Ok(RawData {
             tokens,
             token_types,
             merges,
@@ -99,11 +131,11 @@ impl<'a> Reader<'a> {
         let s = self.take(4)?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
-    fn string(&mut self) -> Result<String, TokenizerError> {
+    fn string(&mut self) -> Result<&'a str, TokenizerError> {
         let s = self.take(2)?;
         let n = u16::from_le_bytes([s[0], s[1]]) as usize;
         let s = self.take(n)?;
-        String::from_utf8(s.to_vec())
+        std::str::from_utf8(s)
             .map_err(|_| TokenizerError::new("tokenizer asset: string is not UTF-8"))
     }
 }

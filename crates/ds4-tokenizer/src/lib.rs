@@ -16,6 +16,7 @@ mod classes;
 mod data;
 mod pretok;
 mod stream;
+mod strtab;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -113,11 +114,11 @@ impl AddedTrie {
 
 /// Byte-level BPE tokenizer. Immutable after construction; `Send + Sync`.
 pub struct Tokenizer {
-    tokens: Vec<String>,
+    /// Token strings (GPT-2 byte-level form) with a string -> lowest id index.
+    tokens: strtab::StrTable,
     /// Decoded bytes of every token, flattened: token `i` is `bytes[offs[i]..offs[i+1]]`.
     bytes: Vec<u8>,
     offs: Vec<u32>,
-    by_string: HashMap<String, u32>,
     added: AddedTrie,
     is_added: Vec<bool>,
     /// Initial BPE symbol of every byte.
@@ -166,25 +167,41 @@ impl Tokenizer {
     ///   a byte without a single-character token is dropped (like `tokenizers` without
     ///   `unk_token`). Use [`Tokenizer::missing_byte_tokens`] to check a vocabulary.
     pub fn from_data(d: &TokenizerData) -> Result<Tokenizer, TokenizerError> {
-        let n = d.tokens.len();
+        let tokens: Vec<&str> = d.tokens.iter().map(String::as_str).collect();
+        let merges: Vec<&str> = d.merges.iter().map(String::as_str).collect();
+        let types = if d.token_types.is_empty() {
+            None
+        } else {
+            Some(d.token_types.as_slice())
+        };
+        Self::build(&tokens, types, &merges, d.bos_id, d.eos_id, d.pad_id)
+    }
+
+    fn build(
+        tokens: &[&str],
+        token_types: Option<&[i32]>,
+        merge_list: &[&str],
+        bos: u32,
+        eos: u32,
+        pad: Option<u32>,
+    ) -> Result<Tokenizer, TokenizerError> {
+        let n = tokens.len();
         if n == 0 {
             return Err(TokenizerError::new("tokenizer: the token list is empty"));
         }
-        if n >= NONE as usize {
+        if n >= (NONE / 2) as usize {
             return Err(TokenizerError::new("tokenizer: too many tokens"));
         }
-        if !d.token_types.is_empty() && d.token_types.len() != n {
-            return Err(TokenizerError::new(format!(
-                "tokenizer: {} token types for {} tokens",
-                d.token_types.len(),
-                n
-            )));
+        if let Some(tt) = token_types {
+            if tt.len() != n {
+                return Err(TokenizerError::new(format!(
+                    "tokenizer: {} token types for {} tokens",
+                    tt.len(),
+                    n
+                )));
+            }
         }
-        for (what, id) in [
-            ("bos", Some(d.bos_id)),
-            ("eos", Some(d.eos_id)),
-            ("pad", d.pad_id),
-        ] {
+        for (what, id) in [("bos", Some(bos)), ("eos", Some(eos)), ("pad", pad)] {
             if let Some(id) = id {
                 if id as usize >= n {
                     return Err(TokenizerError::new(format!(
@@ -193,26 +210,22 @@ impl Tokenizer {
                 }
             }
         }
-        let mut bytes = Vec::new();
+        let table = strtab::StrTable::new(tokens.iter().copied())
+            .ok_or_else(|| TokenizerError::new("tokenizer: token strings too large"))?;
+        let mut bytes = Vec::with_capacity(table_bytes_hint(tokens));
         let mut offs = Vec::with_capacity(n + 1);
         offs.push(0u32);
-        let mut by_string: HashMap<String, u32> = HashMap::with_capacity(n);
         let mut added = AddedTrie::new();
         let mut is_added = vec![false; n];
-        for (i, t) in d.tokens.iter().enumerate() {
-            bytes.extend_from_slice(&bytelevel::token_string_to_bytes(t));
+        for (i, t) in tokens.iter().enumerate() {
+            bytelevel::append_token_bytes(t, &mut bytes);
             if bytes.len() > u32::MAX as usize {
                 return Err(TokenizerError::new("tokenizer: token strings too large"));
             }
             offs.push(bytes.len() as u32);
-            by_string.entry(t.clone()).or_insert(i as u32);
-            let is_add = if d.token_types.is_empty() {
-                looks_special(t) || DS4_REQUIRED_TOKENS.contains(&t.as_str())
-            } else {
-                matches!(
-                    d.token_types[i],
-                    token_type::CONTROL | token_type::USER_DEFINED
-                )
+            let is_add = match token_types {
+                None => looks_special(t) || DS4_REQUIRED_TOKENS.contains(t),
+                Some(tt) => matches!(tt[i], token_type::CONTROL | token_type::USER_DEFINED),
             };
             if is_add && !t.is_empty() {
                 is_added[i] = true;
@@ -220,32 +233,35 @@ impl Tokenizer {
             }
         }
 
-        // BPE symbols: ids < n are tokens; others are interned extra strings.
+        // BPE symbols: ids < n are tokens; others are interned extra strings (only for
+        // vocabularies that lack merge parts or results).
         let mut extra_syms: Vec<Vec<u8>> = Vec::new();
         let mut extra_by_string: HashMap<String, u32> = HashMap::new();
-        let mut sym_of = |s: &str, extra_syms: &mut Vec<Vec<u8>>| -> u32 {
-            if let Some(&id) = by_string.get(s) {
+        let mut intern = |a: &str, b: &str, extra_syms: &mut Vec<Vec<u8>>| -> u32 {
+            if let Some(id) = table.find_concat(a, b) {
                 return id;
             }
-            if let Some(&id) = extra_by_string.get(s) {
+            let s = format!("{a}{b}");
+            if let Some(&id) = extra_by_string.get(&s) {
                 return id;
             }
             let id = (n + extra_syms.len()) as u32;
-            extra_syms.push(bytelevel::token_string_to_bytes(s));
-            extra_by_string.insert(s.to_string(), id);
+            extra_syms.push(bytelevel::token_string_to_bytes(&s));
+            extra_by_string.insert(s, id);
             id
         };
         let mut byte_sym = [0u32; 256];
         let mut byte_token = [NONE; 256];
         for b in 0..256usize {
-            let s = bytelevel::BYTE_TO_CHAR[b].to_string();
-            if let Some(&id) = by_string.get(&s) {
+            let mut buf = [0u8; 4];
+            let s = bytelevel::BYTE_TO_CHAR[b].encode_utf8(&mut buf);
+            if let Some(id) = table.find(s) {
                 byte_token[b] = id;
             }
-            byte_sym[b] = sym_of(&s, &mut extra_syms);
+            byte_sym[b] = intern(s, "", &mut extra_syms);
         }
-        let mut merges = bpe::Merges::new();
-        for (rank, m) in d.merges.iter().enumerate() {
+        let mut merges = bpe::Merges::with_capacity(merge_list.len());
+        for (rank, m) in merge_list.iter().enumerate() {
             let (l, r) = match m.split_once(' ') {
                 Some((l, r)) if !l.is_empty() && !r.is_empty() && !r.contains(' ') => (l, r),
                 _ => {
@@ -254,12 +270,9 @@ impl Tokenizer {
                     )))
                 }
             };
-            let ls = sym_of(l, &mut extra_syms);
-            let rs = sym_of(r, &mut extra_syms);
-            let mut joined = String::with_capacity(l.len() + r.len());
-            joined.push_str(l);
-            joined.push_str(r);
-            let res = sym_of(&joined, &mut extra_syms);
+            let ls = intern(l, "", &mut extra_syms);
+            let rs = intern(r, "", &mut extra_syms);
+            let res = intern(l, r, &mut extra_syms);
             if extra_syms.len() + n >= NONE as usize {
                 return Err(TokenizerError::new("tokenizer: too many BPE symbols"));
             }
@@ -267,26 +280,42 @@ impl Tokenizer {
         }
         classes::warm_up();
         Ok(Tokenizer {
-            tokens: d.tokens.clone(),
+            tokens: table,
             bytes,
             offs,
-            by_string,
             added,
             is_added,
             byte_sym,
             byte_token,
             extra_syms,
             merges,
-            bos: d.bos_id,
-            eos: d.eos_id,
-            pad: d.pad_id,
+            bos,
+            eos,
+            pad,
         })
     }
 
     /// The real DeepSeek V4 tokenizer (vocabulary embedded in the crate).
     pub fn embedded_v4() -> Tokenizer {
-        Tokenizer::from_data(&TokenizerData::embedded_v4())
-            .expect("embedded DeepSeek V4 vocabulary is valid")
+        let raw = data::embedded_v4_raw();
+        let r =
+            data::RawData::parse(&raw).expect("embedded DeepSeek V4 tokenizer asset is corrupt");
+        let types: Vec<i32> = r.token_types.iter().map(|&t| t as i32).collect();
+        Self::build(
+            &r.tokens,
+            Some(&types),
+            &r.merges,
+            r.bos_id,
+            r.eos_id,
+            r.pad_id,
+        )
+        .expect("embedded DeepSeek V4 vocabulary is valid")
+    }
+
+    /// A process-wide shared instance of [`Tokenizer::embedded_v4`] (built on first use).
+    pub fn shared_v4() -> &'static Tokenizer {
+        static T: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+        T.get_or_init(Tokenizer::embedded_v4)
     }
 
     /// Encodes text; added tokens (special tokens such as `<｜User｜>`, `<think>`,
@@ -379,12 +408,16 @@ impl Tokenizer {
     /// Id of a token by its vocabulary string (e.g. `"<｜User｜>"`, `"Ġthe"`); the lowest id
     /// when a string occurs more than once.
     pub fn token_id(&self, token_text: &str) -> Option<u32> {
-        self.by_string.get(token_text).copied()
+        self.tokens.find(token_text)
     }
 
     /// Vocabulary string of a token (GPT-2 byte-level form).
     pub fn token_string(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(|s| s.as_str())
+        if (id as usize) < self.tokens.len() {
+            Some(self.tokens.get_str(id))
+        } else {
+            None
+        }
     }
 
     /// Whether `id` is an added token (recognised in text by [`Tokenizer::encode`]).
@@ -423,6 +456,10 @@ impl Tokenizer {
     pub fn merge_count(&self) -> usize {
         self.merges.len()
     }
+}
+
+fn table_bytes_hint(tokens: &[&str]) -> usize {
+    tokens.iter().map(|t| t.len()).sum()
 }
 
 impl fmt::Debug for Tokenizer {
