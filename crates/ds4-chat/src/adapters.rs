@@ -596,14 +596,23 @@ fn responses_tools(v: Option<&Json>, out: &mut Vec<Json>) -> Result<(), ChatErro
                 }
             }
             Some("tool_search") => {
-                let mut members = vec![("name".to_string(), Json::String("tool_search".into()))];
-                if let Some(d) = t.get("description") {
-                    members.push(("description".into(), d.clone()));
-                }
-                if let Some(p) = t.get("parameters") {
-                    members.push(("parameters".into(), p.clone()));
-                }
-                out.push(Json::Object(members));
+                // As ds4 synthesizes it (defaults when the client gives none).
+                let description = match t.get("description") {
+                    Some(d @ Json::String(_)) => d.clone(),
+                    _ => Json::String("Search available tools.".into()),
+                };
+                let parameters = match t.get("parameters") {
+                    Some(p @ Json::Object(_)) => p.clone(),
+                    _ => Json::Object(vec![
+                        ("type".into(), Json::String("object".into())),
+                        ("properties".into(), Json::Object(vec![])),
+                    ]),
+                };
+                out.push(Json::Object(vec![
+                    ("name".to_string(), Json::String("tool_search".into())),
+                    ("description".into(), description),
+                    ("parameters".into(), parameters),
+                ]));
             }
             _ => {
                 if t.get("function").is_some() || t.get("name").is_some() {
