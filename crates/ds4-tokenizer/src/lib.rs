@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use data::{token_type, TokenizerData};
-pub use stream::{StreamDecoder, Utf8Stream};
+pub use stream::{utf8_stream_safe_len, StreamDecoder, Utf8Stream};
 
 /// Error building a tokenizer from vocabulary data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,6 +343,21 @@ impl Tokenizer {
         }
         self.encode_ordinary_into(&text[seg..], &mut out, &mut syms);
         out
+    }
+
+    /// Like [`Tokenizer::encode`], but fails instead of dropping bytes that an incomplete
+    /// vocabulary cannot represent (never fails for a full byte-level vocabulary such as
+    /// the real one).
+    pub fn encode_checked(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let ids = self.encode(text);
+        if self.byte_token.contains(&NONE) && self.decode(&ids) != text.as_bytes() {
+            let missing = self.missing_byte_tokens();
+            let bad = text.bytes().find(|b| missing.contains(b)).unwrap_or(0);
+            return Err(TokenizerError::new(format!(
+                "tokenizer: the vocabulary has no token for byte {bad:#04x} of the text"
+            )));
+        }
+        Ok(ids)
     }
 
     /// Encodes text without recognising added tokens: `<｜User｜>` in the text is BPE-encoded

@@ -68,6 +68,52 @@ impl Utf8Stream {
     }
 }
 
+fn utf8_expected_len(c: u8) -> usize {
+    match c {
+        0x00..=0x7F => 1,
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => 1,
+    }
+}
+
+/// ds4-server's hold-back rule for streamed text (spec chat-and-tools.md §1.7): given the
+/// byte buffer `s`, the already-sent offset `start` and a candidate end `limit`, the end up
+/// to which text may be sent without splitting a UTF-8 sequence. With `final` the whole
+/// candidate is sent. `limit` is clamped to `s.len()`.
+///
+/// This reproduces ds4 exactly (it inspects only the last sequence and does not validate);
+/// [`Utf8Stream`] is the stricter decoder.
+pub fn utf8_stream_safe_len(s: &[u8], start: usize, limit: usize, final_: bool) -> usize {
+    let limit = limit.min(s.len());
+    if final_ || limit <= start {
+        return limit;
+    }
+    let mut p = limit;
+    let mut cont = 0;
+    while p > start && cont < 4 && s[p - 1] & 0xC0 == 0x80 {
+        p -= 1;
+        cont += 1;
+    }
+    if p == limit {
+        return if utf8_expected_len(s[limit - 1]) > 1 {
+            limit - 1
+        } else {
+            limit
+        };
+    }
+    if p == start && s[p] & 0xC0 == 0x80 {
+        return start;
+    }
+    let lead = p - 1;
+    if limit - lead < utf8_expected_len(s[lead]) {
+        lead
+    } else {
+        limit
+    }
+}
+
 /// Streaming detokenizer: feed ids one at a time, get complete UTF-8 text.
 #[derive(Clone, Debug)]
 pub struct StreamDecoder<'a> {
@@ -112,6 +158,24 @@ mod tests {
         assert_eq!(s.pending(), &[0xF0, 0x9F, 0x8E]);
         assert_eq!(s.push(&[0x89, b'a']), "🎉a");
         assert_eq!(s.finish(), "");
+    }
+
+    #[test]
+    fn ds4_safe_len_rule() {
+        let s = "a🎉b".as_bytes(); // 61 F0 9F 8E 89 62
+        assert_eq!(utf8_stream_safe_len(s, 0, 1, false), 1);
+        assert_eq!(utf8_stream_safe_len(s, 0, 2, false), 1); // lead byte at the end
+        assert_eq!(utf8_stream_safe_len(s, 0, 3, false), 1);
+        assert_eq!(utf8_stream_safe_len(s, 0, 4, false), 1);
+        assert_eq!(utf8_stream_safe_len(s, 0, 5, false), 5);
+        assert_eq!(utf8_stream_safe_len(s, 0, 6, false), 6);
+        assert_eq!(utf8_stream_safe_len(s, 0, 4, true), 4);
+        // Only continuation bytes after `start`.
+        assert_eq!(utf8_stream_safe_len(s, 2, 4, false), 2);
+        assert_eq!(utf8_stream_safe_len(s, 3, 3, false), 3);
+        assert_eq!(utf8_stream_safe_len(s, 0, 99, false), 6);
+        // Stray continuation bytes after ASCII: lead 'a' needs 1, so everything goes.
+        assert_eq!(utf8_stream_safe_len(&[b'a', 0x80, 0x80], 0, 3, false), 3);
     }
 
     #[test]
