@@ -6,6 +6,7 @@ pub mod error;
 pub mod layout;
 pub mod reader;
 pub mod synth;
+pub mod validate;
 pub mod value;
 pub mod writer;
 

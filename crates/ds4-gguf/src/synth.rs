@@ -483,6 +483,17 @@ fn mtp_plan(cfg: &SynthConfig) -> Result<Plan, SynthError> {
     })
 }
 
+/// The writer (metadata + tensor directory, no data) of the main file, e.g. to write
+/// only the header of a file whose data would be too large.
+pub fn main_writer(cfg: &SynthConfig) -> Result<GgufWriter, SynthError> {
+    Ok(main_plan(cfg, None)?.writer)
+}
+
+/// The writer (metadata + tensor directory, no data) of the MTP file.
+pub fn mtp_writer(cfg: &SynthConfig) -> Result<GgufWriter, SynthError> {
+    Ok(mtp_plan(cfg)?.writer)
+}
+
 /// Sizes and census of the main file without writing it.
 pub fn plan_main(cfg: &SynthConfig) -> Result<SynthStats, SynthError> {
     main_plan(cfg, None)?.stats(0.0)
