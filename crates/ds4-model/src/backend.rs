@@ -1,0 +1,974 @@
+//! The backend trait the forward pass is written against, and its CPU
+//! implementation.
+//!
+//! Design: buffers (`Buf`) and bound weights (`Mat`) are opaque device handles;
+//! every call is a whole operation over a batch of `rows` tokens; the host only
+//! passes small index lists (positions, visible-row lists, selected experts).
+//! A GPU backend implements the same calls with kernels and device memory.
+
+use crate::config::Config;
+use crate::weights::{decodable, decode_row, TensorData};
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+/// RoPE frequency table of one layer kind (spec §3.3).
+#[derive(Clone, Debug)]
+pub struct RopeTable {
+    /// `ω_j` computed the way transformers does (f32 pow, f32 YaRN mix).
+    pub inv_f32: Vec<f32>,
+    /// `ω_j` in f64 (used with f64 angles in official mode, spec R1).
+    pub inv_f64: Vec<f64>,
+}
+
+impl RopeTable {
+    /// Plain RoPE (`yarn = false`) or YaRN-scaled (compressed layers).
+    pub fn new(cfg: &Config, theta: f32, yarn: bool) -> RopeTable {
+        let dim = cfg.rope_dim;
+        let half = dim / 2;
+        let base = theta as f64;
+        let (low, high) = if yarn {
+            let corr = |rot: f64| {
+                dim as f64 * (cfg.yarn_orig_ctx as f64 / (rot * 2.0 * std::f64::consts::PI)).ln()
+                    / (2.0 * base.ln())
+            };
+            let low = corr(cfg.yarn_beta_fast as f64).floor().max(0.0);
+            let mut high = corr(cfg.yarn_beta_slow as f64).ceil().min(dim as f64 - 1.0);
+            if low == high {
+                high += 0.001;
+            }
+            (low, high)
+        } else {
+            (0.0, 1.0)
+        };
+        let factor = cfg.yarn_factor;
+        let mut inv_f32 = Vec::with_capacity(half);
+        let mut inv_f64 = Vec::with_capacity(half);
+        for j in 0..half {
+            let x32 = (2 * j) as f32 / dim as f32;
+            let pos_freq = base.powf(x32 as f64) as f32;
+            let extrap = 1.0f32 / pos_freq;
+            let pf64 = base.powf(2.0 * j as f64 / dim as f64);
+            if yarn {
+                let interp = 1.0f32 / (factor * pos_freq);
+                let ramp = ((j as f32 - low as f32) / (high as f32 - low as f32)).clamp(0.0, 1.0);
+                let ef = 1.0 - ramp;
+                inv_f32.push(interp * (1.0 - ef) + extrap * ef);
+                let r64 = ((j as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                inv_f64.push((1.0 / pf64) * ((1.0 - r64) + r64 / factor as f64));
+            } else {
+                inv_f32.push(extrap);
+                inv_f64.push(1.0 / pf64);
+            }
+        }
+        RopeTable { inv_f32, inv_f64 }
+    }
+
+    /// `(cos, sin)` of pair `j` at position `p`.
+    #[inline]
+    pub fn cos_sin(&self, p: usize, j: usize, precise: bool) -> (f32, f32) {
+        let a = if precise {
+            p as f64 * self.inv_f64[j]
+        } else {
+            (p as f32 * self.inv_f32[j]) as f64
+        };
+        (a.cos() as f32, a.sin() as f32)
+    }
+}
+
+/// Per-token selection of rows that attention may read: for token `i`,
+/// `rows[offsets[i]..offsets[i+1]]` index the concatenation `[raw ; comp]`.
+#[derive(Clone, Debug, Default)]
+pub struct Visibility {
+    pub offsets: Vec<u32>,
+    pub rows: Vec<u32>,
+}
+
+/// Routing decision for a batch: `k` experts and weights per token.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Routing {
+    pub k: usize,
+    pub experts: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+/// Compressor frontier of one compressor (spec §7.1): slot buffers for the
+/// previous window's A lane (overlap mode) and the current window.
+pub struct CompFrontier<B: Backend + ?Sized> {
+    /// `[2*ratio, width]` (overlap: slots 0..r = previous window A lanes,
+    /// r..2r = current window full rows of 2*width) — stored as kv and score.
+    pub kv: B::Buf,
+    pub score: B::Buf,
+    pub ratio: usize,
+    /// Output width (512 main / 128 indexer in the full model).
+    pub width: usize,
+    pub overlap: bool,
+    /// Whether a previous complete window exists (overlap mode).
+    pub has_prev: bool,
+}
+
+/// Whole-op device interface.
+pub trait Backend: Send + Sync {
+    type Buf: Send + Sync;
+    type Mat: Send + Sync;
+
+    fn name(&self) -> String;
+    /// Bind a weight tensor (CPU: zero copy).
+    fn bind(&self, t: &TensorData) -> Result<Self::Mat>;
+    /// Bind a small f32 vector (norm weights, biases); decoded to f32.
+    fn bind_vec(&self, t: &TensorData) -> Result<Self::Buf>;
+    fn upload(&self, x: &[f32]) -> Self::Buf;
+    fn download(&self, b: &Self::Buf) -> Vec<f32>;
+    fn zeros(&self, n: usize) -> Self::Buf;
+    fn len(&self, b: &Self::Buf) -> usize;
+
+    /// Rows `ids` of an embedding matrix, replicated into `n_hc` streams: `[T, n_hc, dim]`.
+    fn embed_hc(&self, table: &Self::Mat, ids: &[u32], n_hc: usize) -> Result<Self::Buf>;
+    /// `y[t] = W x[t]` for `rows` tokens; `x` holds `rows * cols`.
+    fn matmul(&self, w: &Self::Mat, x: &Self::Buf, rows: usize) -> Self::Buf;
+    /// Grouped projection: `W` has `groups * out_g` rows of `cols`; group `g`
+    /// of token `t` multiplies `x[t][g*cols..]` by rows `g*out_g..`.
+    fn matmul_grouped(&self, w: &Self::Mat, x: &Self::Buf, rows: usize, groups: usize)
+        -> Self::Buf;
+    /// RMSNorm of each `width` row in place; `w = None` is unweighted.
+    fn rms_norm(&self, x: &mut Self::Buf, width: usize, w: Option<&Self::Buf>, eps: f32);
+    /// RoPE (or its inverse) on the last `table` dims of every `head_dim` head;
+    /// `positions[t]` for token `t`, `heads` heads per token.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &mut Self::Buf,
+        heads: usize,
+        head_dim: usize,
+        positions: &[usize],
+        table: &RopeTable,
+        inverse: bool,
+        precise: bool,
+    );
+    /// FP8 round trip of dims `0..nope` of every `width` row.
+    fn fp8_sim(&self, x: &mut Self::Buf, width: usize, nope: usize);
+    /// f16 rounding of every element.
+    fn f16_round(&self, x: &mut Self::Buf);
+    /// Hadamard transform + FP4 round trip of every `width` row.
+    fn hadamard_fp4(&self, x: &mut Self::Buf, width: usize);
+    /// `(y, post, comb)` of `hc_pre` for `T` tokens (spec §2.2).
+    #[allow(clippy::too_many_arguments)]
+    fn hc_pre(
+        &self,
+        x: &Self::Buf,
+        rows: usize,
+        cfg: &Config,
+        fn_: &Self::Mat,
+        base: &Self::Buf,
+        scale: &Self::Buf,
+    ) -> (Self::Buf, Self::Buf, Self::Buf);
+    /// `X <- post ⊗ o + Cᵀ X` (spec §2.3).
+    fn hc_post(
+        &self,
+        x: &mut Self::Buf,
+        o: &Self::Buf,
+        post: &Self::Buf,
+        comb: &Self::Buf,
+        cfg: &Config,
+    );
+    /// Output HC head (spec §2.5).
+    fn hc_head(
+        &self,
+        x: &Self::Buf,
+        rows: usize,
+        cfg: &Config,
+        fn_: &Self::Mat,
+        base: &Self::Buf,
+        scale: &Self::Buf,
+    ) -> Self::Buf;
+    /// `a += b`.
+    fn add(&self, a: &mut Self::Buf, b: &Self::Buf);
+    /// `a *= s`.
+    fn scale(&self, a: &mut Self::Buf, s: f32);
+    /// `x[t] += table[pos[t] mod table_rows]` per `width` row.
+    fn add_position_rows(
+        &self,
+        x: &mut Self::Buf,
+        width: usize,
+        table: &Self::Buf,
+        positions: &[usize],
+    );
+    /// Rows `start..start+n` of a `width`-row buffer.
+    fn slice_rows(&self, b: &Self::Buf, width: usize, start: usize, n: usize) -> Self::Buf;
+    /// Append all rows of `src` to `dst`.
+    fn append(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    /// Feed tokens (kv, score rows of `2*width` in overlap mode or `width`
+    /// otherwise) at absolute `positions` into the frontier; returns the
+    /// pooled (un-normalised) rows emitted, `[n, width]`, and their window index.
+    fn compress(
+        &self,
+        f: &mut CompFrontier<Self>,
+        kv: &Self::Buf,
+        score: &Self::Buf,
+        positions: &[usize],
+    ) -> (Self::Buf, Vec<usize>);
+    /// Attention with sink over visible rows of `[raw ; comp]` (spec §3.8).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Self::Buf,
+        heads: usize,
+        head_dim: usize,
+        raw: &Self::Buf,
+        comp: &Self::Buf,
+        vis: &Visibility,
+        sinks: &Self::Buf,
+        scale: f32,
+    ) -> Self::Buf;
+    /// Indexer scores `Σ_h w_h relu(q_h·k_r)` for every token and every row
+    /// `r < n_valid[t]`; entries at or past `n_valid[t]` are `-inf`. `[T, n_rows]`, on the host.
+    fn indexer_scores(
+        &self,
+        q: &Self::Buf,
+        heads: usize,
+        dim: usize,
+        w: &Self::Buf,
+        rows: &Self::Buf,
+        n_valid: &[usize],
+    ) -> Vec<f32>;
+    /// Router: sqrt(softplus) scores; selection by hash ids (`hash`: `k` ids per
+    /// token) or top-k of score+bias (ties to the lower index); weights
+    /// `scale * σ / Σσ`.
+    fn route(
+        &self,
+        logits: &Self::Buf,
+        n_exp: usize,
+        k: usize,
+        bias: Option<&Self::Buf>,
+        hash: Option<&[i32]>,
+        scale: f32,
+    ) -> Result<Routing>;
+    /// Routed experts: `Σ_i W2_e (w_i · swiglu(W1_e x, W3_e x))`.
+    #[allow(clippy::too_many_arguments)]
+    fn moe(
+        &self,
+        x: &Self::Buf,
+        routing: &Routing,
+        gate: &Self::Mat,
+        up: &Self::Mat,
+        down: &Self::Mat,
+        limit: f32,
+    ) -> Self::Buf;
+    /// Dense SwiGLU FFN with clamp (shared expert).
+    fn swiglu_ffn(
+        &self,
+        x: &Self::Buf,
+        rows: usize,
+        gate: &Self::Mat,
+        up: &Self::Mat,
+        down: &Self::Mat,
+        limit: f32,
+    ) -> Self::Buf;
+    /// Bytes of a buffer as stored.
+    fn buf_bytes(&self, b: &Self::Buf) -> usize;
+}
+
+// ---------------------------------------------------------------------------
+// CPU backend
+// ---------------------------------------------------------------------------
+
+/// Bound CPU weight: a zero-copy view of the tensor bytes plus shape.
+pub struct CpuMat {
+    t: TensorData,
+    /// Rows per matrix (`dims[1]`), columns (`dims[0]`), matrices (`dims[2]`, experts).
+    pub rows: usize,
+    pub cols: usize,
+    pub mats: usize,
+}
+
+/// The CPU backend: f32 buffers in host memory, rayon over rows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+const PAR_MIN: usize = 64;
+
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        let o = c * 8;
+        for l in 0..8 {
+            acc[l] += a[o + l] * b[o + l];
+        }
+    }
+    let mut s = 0f32;
+    for i in chunks * 8..n {
+        s += a[i] * b[i];
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + s
+}
+
+impl CpuMat {
+    /// Row `r` of matrix `m` as f32 (borrowed when F32 and aligned).
+    fn row<'a>(&'a self, m: usize, r: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        let rb = self.t.row_bytes();
+        let start = (m * self.rows + r) * rb;
+        let bytes = &self.t.bytes()[start..start + rb];
+        if self.t.ty == ds4_quant::GgmlType::F32 {
+            // SAFETY: f32 has no invalid bit patterns; align_to only yields the aligned middle.
+            let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
+            if pre.is_empty() && post.is_empty() {
+                return mid;
+            }
+        }
+        scratch.resize(self.cols, 0.0);
+        decode_row(self.t.ty, bytes, scratch).expect("type checked at bind");
+        &scratch[..]
+    }
+
+    /// `y[r] = row_r(m) · x` for `r` in `r0..r0+y.len()`.
+    fn rows_dot(&self, m: usize, r0: usize, x: &[f32], y: &mut [f32]) {
+        let mut scratch = Vec::new();
+        for (i, yo) in y.iter_mut().enumerate() {
+            let row = self.row(m, r0 + i, &mut scratch);
+            *yo = dot(row, x);
+        }
+    }
+
+    /// `Y[t] = W_m X[t]` with `X: [n, cols]`, `Y: [n, rows]`.
+    fn apply(&self, m: usize, x: &[f32], n: usize) -> Vec<f32> {
+        let (rows, cols) = (self.rows, self.cols);
+        let mut yt = vec![0f32; rows * n]; // [rows, n]
+        let work = rows * cols * n;
+        let f = |(r, out): (usize, &mut [f32])| {
+            let mut scratch = Vec::new();
+            let row = self.row(m, r, &mut scratch);
+            for t in 0..n {
+                out[t] = dot(row, &x[t * cols..(t + 1) * cols]);
+            }
+        };
+        if work > 1 << 15 && rows >= 2 {
+            yt.par_chunks_mut(n).enumerate().for_each(f);
+        } else {
+            yt.chunks_mut(n).enumerate().for_each(f);
+        }
+        let mut y = vec![0f32; rows * n];
+        for r in 0..rows {
+            for t in 0..n {
+                y[t * rows + r] = yt[r * n + t];
+            }
+        }
+        y
+    }
+}
+
+fn rms_row(x: &mut [f32], w: Option<&[f32]>, eps: f32) {
+    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+    let r = 1.0 / ((ss / x.len() as f64) as f32 + eps).sqrt();
+    match w {
+        Some(w) => x.iter_mut().zip(w).for_each(|(v, &g)| *v = *v * r * g),
+        None => x.iter_mut().for_each(|v| *v *= r),
+    }
+}
+
+#[inline]
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+#[inline]
+fn softplus(z: f32) -> f32 {
+    if z > 20.0 {
+        z
+    } else if z < -20.0 {
+        z.exp()
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+#[inline]
+fn silu(z: f32) -> f32 {
+    z / (1.0 + (-z).exp())
+}
+
+/// `hc_pre` mixing of one token: returns `(pre, post, comb)` (spec §2.2).
+pub fn hc_weights(
+    mix: &[f32],
+    base: &[f32],
+    scale: &[f32],
+    n: usize,
+    iters: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let pre: Vec<f32> = (0..n)
+        .map(|s| sigmoid(mix[s] * scale[0] + base[s]) + eps)
+        .collect();
+    let post: Vec<f32> = (0..n)
+        .map(|s| 2.0 * sigmoid(mix[n + s] * scale[1] + base[n + s]))
+        .collect();
+    let mut c: Vec<f32> = (0..n * n)
+        .map(|i| mix[2 * n + i] * scale[2] + base[2 * n + i])
+        .collect();
+    sinkhorn(&mut c, n, iters, eps);
+    (pre, post, c)
+}
+
+/// Sinkhorn-Knopp in the spec order: row softmax, +eps, column norm, then
+/// `iters-1` × (row norm, column norm). `c` is row-major `n×n`.
+pub fn sinkhorn(c: &mut [f32], n: usize, iters: usize, eps: f32) {
+    for j in 0..n {
+        let row = &mut c[j * n..(j + 1) * n];
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut s = 0f32;
+        for v in row.iter_mut() {
+            *v = (*v - m).exp();
+            s += *v;
+        }
+        for v in row.iter_mut() {
+            *v = *v / s + eps;
+        }
+    }
+    let col_norm = |c: &mut [f32]| {
+        for k in 0..n {
+            let s: f32 = (0..n).map(|j| c[j * n + k]).sum();
+            for j in 0..n {
+                c[j * n + k] /= s + eps;
+            }
+        }
+    };
+    col_norm(c);
+    for _ in 1..iters {
+        for j in 0..n {
+            let row = &mut c[j * n..(j + 1) * n];
+            let s: f32 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= s + eps);
+        }
+        col_norm(c);
+    }
+}
+
+/// Indices of the `k` largest values, ties to the lower index, in descending order.
+pub fn topk_desc(v: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| {
+        v[b].partial_cmp(&v[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    idx.truncate(k);
+    idx
+}
+
+fn swiglu_inplace(g: &mut [f32], u: &[f32], limit: f32, w: f32) {
+    for (gv, &uv) in g.iter_mut().zip(u) {
+        let gc = gv.min(limit);
+        let uc = uv.clamp(-limit, limit);
+        *gv = w * (silu(gc) * uc);
+    }
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+    type Mat = CpuMat;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn bind(&self, t: &TensorData) -> Result<CpuMat> {
+        if !decodable(t.ty) {
+            bail!(
+                "weights of type {} are not supported by the CPU backend",
+                t.ty
+            );
+        }
+        if t.dims.is_empty() || t.dims.len() > 3 {
+            bail!("weight with dims {:?} is not a matrix", t.dims);
+        }
+        let cols = t.dims[0];
+        let rows = t.dims.get(1).copied().unwrap_or(1);
+        let mats = t.dims.get(2).copied().unwrap_or(1);
+        Ok(CpuMat {
+            t: t.clone(),
+            rows,
+            cols,
+            mats,
+        })
+    }
+
+    fn bind_vec(&self, t: &TensorData) -> Result<Vec<f32>> {
+        if !decodable(t.ty) {
+            bail!("vector of type {} is not supported", t.ty);
+        }
+        let mut v = vec![0f32; t.n_elems()];
+        decode_row(t.ty, t.bytes(), &mut v)?;
+        Ok(v)
+    }
+
+    fn upload(&self, x: &[f32]) -> Vec<f32> {
+        x.to_vec()
+    }
+    fn download(&self, b: &Vec<f32>) -> Vec<f32> {
+        b.clone()
+    }
+    fn zeros(&self, n: usize) -> Vec<f32> {
+        vec![0.0; n]
+    }
+    fn len(&self, b: &Vec<f32>) -> usize {
+        b.len()
+    }
+
+    fn embed_hc(&self, table: &CpuMat, ids: &[u32], n_hc: usize) -> Result<Vec<f32>> {
+        let d = table.cols;
+        let mut out = vec![0f32; ids.len() * n_hc * d];
+        let mut scratch = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            if id >= table.rows {
+                bail!("token id {id} outside the vocabulary of {}", table.rows);
+            }
+            let row = table.row(0, id, &mut scratch);
+            for s in 0..n_hc {
+                out[(i * n_hc + s) * d..(i * n_hc + s + 1) * d].copy_from_slice(row);
+            }
+        }
+        Ok(out)
+    }
+
+    fn matmul(&self, w: &CpuMat, x: &Vec<f32>, rows: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), rows * w.cols);
+        w.apply(0, x, rows)
+    }
+
+    fn matmul_grouped(&self, w: &CpuMat, x: &Vec<f32>, rows: usize, groups: usize) -> Vec<f32> {
+        let out_g = w.rows / groups;
+        let cols = w.cols;
+        let mut y = vec![0f32; rows * w.rows];
+        y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yt)| {
+            for g in 0..groups {
+                let xg = &x[(t * groups + g) * cols..(t * groups + g + 1) * cols];
+                w.rows_dot(0, g * out_g, xg, &mut yt[g * out_g..(g + 1) * out_g]);
+            }
+        });
+        y
+    }
+
+    fn rms_norm(&self, x: &mut Vec<f32>, width: usize, w: Option<&Vec<f32>>, eps: f32) {
+        let w = w.map(|v| v.as_slice());
+        if x.len() >= PAR_MIN * width {
+            x.par_chunks_mut(width).for_each(|r| rms_row(r, w, eps));
+        } else {
+            x.chunks_mut(width).for_each(|r| rms_row(r, w, eps));
+        }
+    }
+
+    fn rope(
+        &self,
+        x: &mut Vec<f32>,
+        heads: usize,
+        head_dim: usize,
+        positions: &[usize],
+        table: &RopeTable,
+        inverse: bool,
+        precise: bool,
+    ) {
+        let rd = table.inv_f32.len() * 2;
+        let tok = heads * head_dim;
+        x.par_chunks_mut(tok)
+            .zip(positions.par_iter())
+            .for_each(|(xt, &p)| {
+                let cs: Vec<(f32, f32)> =
+                    (0..rd / 2).map(|j| table.cos_sin(p, j, precise)).collect();
+                for h in 0..heads {
+                    let tail = &mut xt[h * head_dim + head_dim - rd..(h + 1) * head_dim];
+                    for (j, &(c, s)) in cs.iter().enumerate() {
+                        let s = if inverse { -s } else { s };
+                        let (u, v) = (tail[2 * j], tail[2 * j + 1]);
+                        tail[2 * j] = u * c - v * s;
+                        tail[2 * j + 1] = v * c + u * s;
+                    }
+                }
+            });
+    }
+
+    fn fp8_sim(&self, x: &mut Vec<f32>, width: usize, nope: usize) {
+        x.chunks_mut(width)
+            .for_each(|r| crate::quantsim::fp8_round_trip(&mut r[..nope]));
+    }
+
+    fn f16_round(&self, x: &mut Vec<f32>) {
+        crate::quantsim::f16_round(x);
+    }
+
+    fn hadamard_fp4(&self, x: &mut Vec<f32>, width: usize) {
+        x.par_chunks_mut(width).for_each(|r| {
+            crate::quantsim::hadamard_inplace(r);
+            crate::quantsim::fp4_round_trip(r);
+        });
+    }
+
+    fn hc_pre(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        cfg: &Config,
+        fn_: &CpuMat,
+        base: &Vec<f32>,
+        scale: &Vec<f32>,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (n, d) = (cfg.n_hc, cfg.dim);
+        let mut normed = x.clone();
+        self.rms_norm(&mut normed, n * d, None, cfg.rms_eps);
+        let mix = fn_.apply(0, &normed, rows);
+        let m = cfg.hc_mix();
+        let mut y = vec![0f32; rows * d];
+        let mut post = vec![0f32; rows * n];
+        let mut comb = vec![0f32; rows * n * n];
+        for t in 0..rows {
+            let (pre, po, c) = hc_weights(
+                &mix[t * m..(t + 1) * m],
+                base,
+                scale,
+                n,
+                cfg.sinkhorn_iters,
+                cfg.hc_eps,
+            );
+            let yt = &mut y[t * d..(t + 1) * d];
+            for (s, &pw) in pre.iter().enumerate() {
+                let xs = &x[(t * n + s) * d..(t * n + s + 1) * d];
+                for (yv, &xv) in yt.iter_mut().zip(xs) {
+                    *yv += pw * xv;
+                }
+            }
+            post[t * n..(t + 1) * n].copy_from_slice(&po);
+            comb[t * n * n..(t + 1) * n * n].copy_from_slice(&c);
+        }
+        (y, post, comb)
+    }
+
+    fn hc_post(
+        &self,
+        x: &mut Vec<f32>,
+        o: &Vec<f32>,
+        post: &Vec<f32>,
+        comb: &Vec<f32>,
+        cfg: &Config,
+    ) {
+        let (n, d) = (cfg.n_hc, cfg.dim);
+        x.par_chunks_mut(n * d).enumerate().for_each(|(t, xt)| {
+            let old = xt.to_vec();
+            let ot = &o[t * d..(t + 1) * d];
+            for k in 0..n {
+                let pk = post[t * n + k];
+                let out = &mut xt[k * d..(k + 1) * d];
+                for i in 0..d {
+                    let mut acc = pk * ot[i];
+                    for j in 0..n {
+                        acc += comb[t * n * n + j * n + k] * old[j * d + i];
+                    }
+                    out[i] = acc;
+                }
+            }
+        });
+    }
+
+    fn hc_head(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        cfg: &Config,
+        fn_: &CpuMat,
+        base: &Vec<f32>,
+        scale: &Vec<f32>,
+    ) -> Vec<f32> {
+        let (n, d) = (cfg.n_hc, cfg.dim);
+        let mut normed = x.clone();
+        self.rms_norm(&mut normed, n * d, None, cfg.rms_eps);
+        let mix = fn_.apply(0, &normed, rows);
+        let mut y = vec![0f32; rows * d];
+        for t in 0..rows {
+            for s in 0..n {
+                let w = sigmoid(mix[t * n + s] * scale[0] + base[s]) + cfg.hc_eps;
+                let xs = &x[(t * n + s) * d..(t * n + s + 1) * d];
+                for (yv, &xv) in y[t * d..(t + 1) * d].iter_mut().zip(xs) {
+                    *yv += w * xv;
+                }
+            }
+        }
+        y
+    }
+
+    fn add(&self, a: &mut Vec<f32>, b: &Vec<f32>) {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    }
+
+    fn scale(&self, a: &mut Vec<f32>, s: f32) {
+        a.iter_mut().for_each(|x| *x *= s);
+    }
+
+    fn add_position_rows(
+        &self,
+        x: &mut Vec<f32>,
+        width: usize,
+        table: &Vec<f32>,
+        positions: &[usize],
+    ) {
+        let n = table.len() / width;
+        for (r, &p) in x.chunks_mut(width).zip(positions) {
+            let row = &table[(p % n) * width..(p % n + 1) * width];
+            r.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+        }
+    }
+
+    fn slice_rows(&self, b: &Vec<f32>, width: usize, start: usize, n: usize) -> Vec<f32> {
+        b[start * width..(start + n) * width].to_vec()
+    }
+
+    fn append(&self, dst: &mut Vec<f32>, src: &Vec<f32>) {
+        dst.extend_from_slice(src);
+    }
+
+    fn compress(
+        &self,
+        f: &mut CompFrontier<Self>,
+        kv: &Vec<f32>,
+        score: &Vec<f32>,
+        positions: &[usize],
+    ) -> (Vec<f32>, Vec<usize>) {
+        let (r, w) = (f.ratio, f.width);
+        let in_w = if f.overlap { 2 * w } else { w };
+        let mut out = Vec::new();
+        let mut wins = Vec::new();
+        for (i, &p) in positions.iter().enumerate() {
+            let slot = p % r;
+            let cur = if f.overlap { r } else { 0 };
+            // current-window slot rows are `in_w` wide, stored at row (cur+slot) of an in_w-strided buffer
+            let dst = (cur + slot) * in_w;
+            f.kv[dst..dst + in_w].copy_from_slice(&kv[i * in_w..(i + 1) * in_w]);
+            f.score[dst..dst + in_w].copy_from_slice(&score[i * in_w..(i + 1) * in_w]);
+            if (p + 1) % r != 0 {
+                continue;
+            }
+            let mut pooled = vec![0f32; w];
+            for c in 0..w {
+                // candidates: (score, kv) pairs
+                let mut m = f32::NEG_INFINITY;
+                let cand = |j: usize| -> (f32, f32) {
+                    if f.overlap {
+                        if j < r {
+                            // previous window, A lane (first w of the stored row)
+                            (f.score[j * in_w + c], f.kv[j * in_w + c])
+                        } else {
+                            // current window, B lane
+                            let row = (r + j - r) * in_w;
+                            (f.score[row + w + c], f.kv[row + w + c])
+                        }
+                    } else {
+                        (f.score[j * in_w + c], f.kv[j * in_w + c])
+                    }
+                };
+                let (lo, hi) = if f.overlap {
+                    (if f.has_prev { 0 } else { r }, 2 * r)
+                } else {
+                    (0, r)
+                };
+                for j in lo..hi {
+                    m = m.max(cand(j).0);
+                }
+                let mut den = 0f32;
+                let mut num = 0f32;
+                for j in lo..hi {
+                    let (s, v) = cand(j);
+                    let e = (s - m).exp();
+                    den += e;
+                    num += e * v;
+                }
+                pooled[c] = num / den;
+            }
+            out.extend_from_slice(&pooled);
+            wins.push((p + 1) / r - 1);
+            if f.overlap {
+                // current window becomes the previous one
+                let (prev, cur) = f.kv.split_at_mut(r * in_w);
+                prev.copy_from_slice(&cur[..r * in_w]);
+                let (prev, cur) = f.score.split_at_mut(r * in_w);
+                prev.copy_from_slice(&cur[..r * in_w]);
+                f.has_prev = true;
+            }
+        }
+        (out, wins)
+    }
+
+    fn attention(
+        &self,
+        q: &Vec<f32>,
+        heads: usize,
+        hd: usize,
+        raw: &Vec<f32>,
+        comp: &Vec<f32>,
+        vis: &Visibility,
+        sinks: &Vec<f32>,
+        scale: f32,
+    ) -> Vec<f32> {
+        let n_raw = raw.len() / hd;
+        let tok = heads * hd;
+        let mut o = vec![0f32; q.len()];
+        let row = |r: u32| -> &[f32] {
+            let r = r as usize;
+            if r < n_raw {
+                &raw[r * hd..(r + 1) * hd]
+            } else {
+                let c = r - n_raw;
+                &comp[c * hd..(c + 1) * hd]
+            }
+        };
+        o.par_chunks_mut(hd).enumerate().for_each(|(th, oh)| {
+            let (t, h) = (th / heads, th % heads);
+            let qh = &q[t * tok + h * hd..t * tok + (h + 1) * hd];
+            let list = &vis.rows[vis.offsets[t] as usize..vis.offsets[t + 1] as usize];
+            let s: Vec<f32> = list.iter().map(|&r| dot(qh, row(r)) * scale).collect();
+            let z = sinks[h];
+            let m = s.iter().fold(z, |a, &b| a.max(b));
+            let mut den = (z - m).exp();
+            let e: Vec<f32> = s.iter().map(|&v| (v - m).exp()).collect();
+            den += e.iter().sum::<f32>();
+            for (&r, &ev) in list.iter().zip(&e) {
+                let p = ev / den;
+                for (ov, &kv) in oh.iter_mut().zip(row(r)) {
+                    *ov += p * kv;
+                }
+            }
+        });
+        o
+    }
+
+    fn indexer_scores(
+        &self,
+        q: &Vec<f32>,
+        heads: usize,
+        dim: usize,
+        w: &Vec<f32>,
+        rows: &Vec<f32>,
+        n_valid: &[usize],
+    ) -> Vec<f32> {
+        let n = rows.len() / dim;
+        let mut out = vec![f32::NEG_INFINITY; n_valid.len() * n];
+        out.par_chunks_mut(n.max(1))
+            .enumerate()
+            .for_each(|(t, st)| {
+                if n == 0 {
+                    return;
+                }
+                let qt = &q[t * heads * dim..(t + 1) * heads * dim];
+                let wt = &w[t * heads..(t + 1) * heads];
+                for (r, sv) in st.iter_mut().enumerate().take(n_valid[t].min(n)) {
+                    let k = &rows[r * dim..(r + 1) * dim];
+                    let mut acc = 0f32;
+                    for h in 0..heads {
+                        let d = dot(&qt[h * dim..(h + 1) * dim], k);
+                        acc += wt[h] * d.max(0.0);
+                    }
+                    *sv = acc;
+                }
+            });
+        out
+    }
+
+    fn route(
+        &self,
+        logits: &Vec<f32>,
+        n_exp: usize,
+        k: usize,
+        bias: Option<&Vec<f32>>,
+        hash: Option<&[i32]>,
+        scale: f32,
+    ) -> Result<Routing> {
+        let t_n = logits.len() / n_exp;
+        let mut experts = Vec::with_capacity(t_n * k);
+        let mut weights = Vec::with_capacity(t_n * k);
+        for t in 0..t_n {
+            let sc: Vec<f32> = logits[t * n_exp..(t + 1) * n_exp]
+                .iter()
+                .map(|&l| softplus(l).sqrt())
+                .collect();
+            let sel: Vec<usize> = match hash {
+                Some(h) => {
+                    let ids = &h[t * k..(t + 1) * k];
+                    let mut v = Vec::with_capacity(k);
+                    for &e in ids {
+                        if e < 0 || e as usize >= n_exp {
+                            bail!("hash routing table names expert {e}, model has {n_exp}");
+                        }
+                        v.push(e as usize);
+                    }
+                    v
+                }
+                None => {
+                    let biased: Vec<f32> = match bias {
+                        Some(b) => sc.iter().zip(b).map(|(s, b)| s + b).collect(),
+                        None => sc.clone(),
+                    };
+                    topk_desc(&biased, k)
+                }
+            };
+            let sum: f32 = sel.iter().map(|&e| sc[e]).sum();
+            for &e in &sel {
+                experts.push(e as u32);
+                weights.push(scale * sc[e] / sum);
+            }
+        }
+        Ok(Routing {
+            k,
+            experts,
+            weights,
+        })
+    }
+
+    fn moe(
+        &self,
+        x: &Vec<f32>,
+        routing: &Routing,
+        gate: &CpuMat,
+        up: &CpuMat,
+        down: &CpuMat,
+        limit: f32,
+    ) -> Vec<f32> {
+        let d = gate.cols;
+        let f = gate.rows;
+        let k = routing.k;
+        let t_n = x.len() / d;
+        let mut out = vec![0f32; t_n * d];
+        out.par_chunks_mut(d).enumerate().for_each(|(t, ot)| {
+            let xt = &x[t * d..(t + 1) * d];
+            let mut g = vec![0f32; f];
+            let mut u = vec![0f32; f];
+            let mut y = vec![0f32; d];
+            for i in 0..k {
+                let e = routing.experts[t * k + i] as usize;
+                gate.rows_dot(e, 0, xt, &mut g);
+                up.rows_dot(e, 0, xt, &mut u);
+                swiglu_inplace(&mut g, &u, limit, routing.weights[t * k + i]);
+                down.rows_dot(e, 0, &g, &mut y);
+                ot.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
+            }
+        });
+        out
+    }
+
+    fn swiglu_ffn(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        gate: &CpuMat,
+        up: &CpuMat,
+        down: &CpuMat,
+        limit: f32,
+    ) -> Vec<f32> {
+        let mut g = gate.apply(0, x, rows);
+        let u = up.apply(0, x, rows);
+        swiglu_inplace(&mut g, &u, limit, 1.0);
+        down.apply(0, &g, rows)
+    }
+
+    fn buf_bytes(&self, b: &Vec<f32>) -> usize {
+        b.len() * 4
+    }
+}

@@ -1,0 +1,114 @@
+//! Exact-mode forward vs the transformers oracle (fixtures from
+//! tools/oracle/gen_fixtures.py), whole-sequence, chunked and decoded.
+
+use ds4_model::{tiny, Cpu, Model, Numerics, Want};
+use std::path::PathBuf;
+
+struct Fixture {
+    cfg: ds4_model::Config,
+    tokens: Vec<u32>,
+    logits: Vec<f32>,
+    vocab: usize,
+    max_abs: f32,
+    model: Model<Cpu>,
+}
+
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn load(which: &str) -> Fixture {
+    let dir = fixtures_dir();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("tiny_{which}.json"))).unwrap(),
+    )
+    .unwrap();
+    let cfg = match which {
+        "a" => tiny::config_a(),
+        _ => tiny::config_b(),
+    };
+    let seed = meta["seed"].as_u64().unwrap();
+    let m = tiny::generate(&cfg, seed).unwrap();
+    let fp = format!("{:016x}", m.fingerprint);
+    assert_eq!(
+        fp,
+        meta["fingerprint"].as_str().unwrap(),
+        "fixture tiny_{which} is stale (weights changed): regenerate with python tools/oracle/gen_fixtures.py {which}"
+    );
+    let tokens: Vec<u32> = meta["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let (shape, logits) =
+        ds4_model::npy::read_f32(&dir.join(format!("tiny_{which}_logits.npy"))).unwrap();
+    assert_eq!(shape, vec![tokens.len(), cfg.vocab]);
+    let max_abs = logits.iter().fold(0f32, |a, &b| a.max(b.abs()));
+    let model = Model::bind(Cpu, cfg.clone(), &m.main, Some(&m.mtp)).unwrap();
+    Fixture {
+        vocab: cfg.vocab,
+        cfg,
+        tokens,
+        logits,
+        max_abs,
+        model,
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    let mut b = 0;
+    for i in 1..v.len() {
+        if v[i] > v[b] {
+            b = i;
+        }
+    }
+    b
+}
+
+/// Compare rows `start..` of the oracle with `got`; returns max|Δ|/max|logit|.
+fn compare(f: &Fixture, start: usize, got: &[f32], what: &str) -> f32 {
+    let v = f.vocab;
+    let rows = got.len() / v;
+    let mut worst = 0f32;
+    for r in 0..rows {
+        let want = &f.logits[(start + r) * v..(start + r + 1) * v];
+        let g = &got[r * v..(r + 1) * v];
+        let d = want
+            .iter()
+            .zip(g)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        worst = worst.max(d / f.max_abs);
+        assert_eq!(
+            argmax(g),
+            argmax(want),
+            "{what}: argmax differs at position {}",
+            start + r
+        );
+    }
+    assert!(
+        worst <= 1e-4,
+        "{what}: max|Δ|/max|logit| = {worst:e} > 1e-4"
+    );
+    worst
+}
+
+fn whole(which: &str) {
+    let f = load(which);
+    let mut s = f.model.session(Numerics::Exact);
+    let got = f.model.forward(&mut s, &f.tokens, Want::All).unwrap();
+    let worst = compare(&f, 0, &got, &format!("{which} whole"));
+    eprintln!("fixture {which}: whole-sequence exact max|Δ|/max|logit| = {worst:e}");
+    assert_eq!(s.pos(), f.tokens.len());
+    let _ = f.cfg;
+}
+
+#[test]
+fn exact_matches_transformers_a_whole() {
+    whole("a");
+}
+
+#[test]
+fn exact_matches_transformers_b_whole() {
+    whole("b");
+}

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Generate the exact-mode oracle fixtures of crates/ds4-model.
+
+For each fixture the Rust generator (`cargo run --example tiny_weights`) writes
+a deterministic random-weight tiny DeepSeek V4 model from a seed; this script
+loads those weights into transformers' DeepseekV4ForCausalLM (float32, CPU,
+eager attention), runs one full-sequence forward over a fixed token sequence
+and stores the logits of every position plus the weights' fingerprint.
+
+Usage: python tools/oracle/gen_fixtures.py [a] [b]
+Needs: pip install -r tools/oracle/requirements.txt ; cargo on PATH.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import transformers
+from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
+from transformers.models.deepseek_v4 import modeling_deepseek_v4 as mdv4
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURES = os.path.join(ROOT, "crates", "ds4-model", "tests", "fixtures")
+
+# name -> (seed, number of tokens)
+FIXTURE_SPECS = {
+    "a": (1234, 100),
+    "b": (5678, 2200),
+}
+
+
+def run_generator(which, seed, out_dir):
+    cmd = ["cargo", "run", "-q", "-p", "ds4-model", "--release", "--example", "tiny_weights", "--", which, str(seed), out_dir]
+    subprocess.run(cmd, cwd=os.environ.get("DS4_WORKSPACE", ROOT), check=True)
+    with open(os.path.join(out_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    blob = np.fromfile(os.path.join(out_dir, "weights.bin"), dtype=np.uint8)
+    tensors = {}
+    for name, e in manifest["tensors"].items():
+        raw = blob[e["offset"]: e["offset"] + e["bytes"]]
+        dt = {"F32": np.float32, "I32": np.int32}[e["type"]]
+        # GGUF dims are fastest-first; numpy wants the reverse
+        tensors[name] = raw.view(dt).reshape(list(reversed(e["dims"]))).copy()
+    return manifest, tensors
+
+
+def hf_config(c):
+    types = []
+    for r in c["compress_ratios"]:
+        types.append({0: "sliding_attention", 4: "compressed_sparse_attention"}.get(r, "heavily_compressed_attention"))
+    hca = sorted({r for r in c["compress_ratios"] if r not in (0, 4)})
+    assert len(hca) <= 1, "transformers has one HCA rate per model"
+    assert len(set(c["swiglu_limit"])) == 1, "transformers has one swiglu limit per model"
+    return DeepseekV4Config(
+        vocab_size=c["vocab"],
+        hidden_size=c["dim"],
+        num_hidden_layers=c["n_layers"],
+        num_attention_heads=c["n_heads"],
+        num_key_value_heads=1,
+        head_dim=c["head_dim"],
+        qk_rope_head_dim=c["rope_dim"],
+        q_lora_rank=c["q_lora"],
+        o_groups=c["o_groups"],
+        o_lora_rank=c["o_lora"],
+        n_routed_experts=c["n_experts"],
+        num_experts_per_tok=c["n_experts_used"],
+        n_shared_experts=1,
+        moe_intermediate_size=c["ffn_dim"],
+        routed_scaling_factor=c["routed_scale"],
+        swiglu_limit=c["swiglu_limit"][0],
+        num_hash_layers=c["n_hash"],
+        sliding_window=c["window"],
+        layer_types=types,
+        compress_rates={"compressed_sparse_attention": 4, "heavily_compressed_attention": hca[0] if hca else 128},
+        index_n_heads=c["idx_heads"],
+        index_head_dim=c["idx_dim"],
+        index_topk=c["idx_topk"],
+        hc_mult=c["n_hc"],
+        hc_sinkhorn_iters=c["sinkhorn_iters"],
+        hc_eps=c["hc_eps"],
+        rms_norm_eps=c["rms_eps"],
+        rope_theta=c["rope_theta"],
+        compress_rope_theta=c["compress_rope_theta"],
+        rope_parameters={
+            "rope_type": "yarn",
+            "factor": c["yarn_factor"],
+            "original_max_position_embeddings": c["yarn_orig_ctx"],
+            "beta_fast": c["yarn_beta_fast"],
+            "beta_slow": c["yarn_beta_slow"],
+        },
+        max_position_embeddings=1048576,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+    )
+
+
+def state_dict(c, t):
+    sd = {"model.embed_tokens.weight": t["token_embd.weight"]}
+    for l in range(c["n_layers"]):
+        b = lambda s: t[f"blk.{l}.{s}"]
+        p = f"model.layers.{l}."
+        for hc, g in (("attn_hc", "hc_attn"), ("ffn_hc", "hc_ffn")):
+            sd[p + hc + ".fn"] = b(f"{g}_fn.weight")
+            sd[p + hc + ".base"] = b(f"{g}_base.weight")
+            sd[p + hc + ".scale"] = b(f"{g}_scale.weight")
+        sd[p + "input_layernorm.weight"] = b("attn_norm.weight")
+        sd[p + "post_attention_layernorm.weight"] = b("ffn_norm.weight")
+        a = p + "self_attn."
+        sd[a + "q_a_proj.weight"] = b("attn_q_a.weight")
+        sd[a + "q_a_norm.weight"] = b("attn_q_a_norm.weight")
+        sd[a + "q_b_proj.weight"] = b("attn_q_b.weight")
+        sd[a + "kv_proj.weight"] = b("attn_kv.weight")
+        sd[a + "kv_norm.weight"] = b("attn_kv_a_norm.weight")
+        sd[a + "sinks"] = b("attn_sinks.weight")
+        sd[a + "o_a_proj.weight"] = b("attn_output_a.weight")
+        sd[a + "o_b_proj.weight"] = b("attn_output_b.weight")
+        r = c["compress_ratios"][l]
+        if r != 0:
+            cp = a + "compressor."
+            sd[cp + "kv_proj.weight"] = b("attn_compressor_kv.weight")
+            sd[cp + "gate_proj.weight"] = b("attn_compressor_gate.weight")
+            sd[cp + "position_bias"] = b("attn_compressor_ape.weight")
+            sd[cp + "kv_norm.weight"] = b("attn_compressor_norm.weight")
+            if r == 4:
+                ip = cp + "indexer."
+                sd[ip + "kv_proj.weight"] = b("indexer_compressor_kv.weight")
+                sd[ip + "gate_proj.weight"] = b("indexer_compressor_gate.weight")
+                sd[ip + "position_bias"] = b("indexer_compressor_ape.weight")
+                sd[ip + "kv_norm.weight"] = b("indexer_compressor_norm.weight")
+                sd[ip + "q_b_proj.weight"] = b("indexer.attn_q_b.weight")
+                sd[ip + "scorer.weights_proj.weight"] = b("indexer.proj.weight")
+        m = p + "mlp."
+        sd[m + "gate.weight"] = b("ffn_gate_inp.weight")
+        if l < c["n_hash"]:
+            sd[m + "gate.tid2eid"] = b("ffn_gate_tid2eid.weight").astype(np.int64)
+        else:
+            sd[m + "gate.e_score_correction_bias"] = b("exp_probs_b.bias")
+        sd[m + "experts.gate_up_proj"] = np.concatenate([b("ffn_gate_exps.weight"), b("ffn_up_exps.weight")], axis=1)
+        sd[m + "experts.down_proj"] = b("ffn_down_exps.weight")
+        sd[m + "shared_experts.gate_proj.weight"] = b("ffn_gate_shexp.weight")
+        sd[m + "shared_experts.up_proj.weight"] = b("ffn_up_shexp.weight")
+        sd[m + "shared_experts.down_proj.weight"] = b("ffn_down_shexp.weight")
+    sd["model.norm.weight"] = t["output_norm.weight"]
+    sd["model.hc_head.hc_fn"] = t["output_hc_fn.weight"]
+    sd["model.hc_head.hc_base"] = t["output_hc_base.weight"]
+    sd["model.hc_head.hc_scale"] = t["output_hc_scale.weight"]
+    sd["lm_head.weight"] = t["output.weight"]
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+
+
+class _TopK(tuple):
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+_torch_topk = torch.topk
+
+
+def stable_topk(input, k, dim=-1, largest=True, sorted=True):
+    """torch.topk with ties broken toward the lower index (spec/model.md §3.7,
+    §4.1: ds4.c's rule). torch.topk leaves tie order unspecified, and exact ties
+    do occur: an indexer score is exactly 0 whenever every head's q·k is negative."""
+    if dim < 0:
+        dim += input.dim()
+    vals, idx = torch.sort(input, dim=dim, descending=largest, stable=True)
+    return _TopK((vals.narrow(dim, 0, k), idx.narrow(dim, 0, k)))
+
+
+def install_stable_topk():
+    torch.topk = stable_topk
+    torch.Tensor.topk = lambda self, k, dim=-1, largest=True, sorted=True: stable_topk(self, k, dim, largest, sorted)
+
+
+def build(which):
+    seed, n_tokens = FIXTURE_SPECS[which]
+    with tempfile.TemporaryDirectory() as d:
+        manifest, tensors = run_generator(which, seed, d)
+    c = manifest["config"]
+    cfg = hf_config(c)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = DeepseekV4ForCausalLM(cfg).to(torch.float32).eval()
+    sd = state_dict(c, tensors)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    # non-persistent rotary buffers are not in the state dict
+    missing = [k for k in missing if "inv_freq" not in k]
+    if missing or unexpected:
+        raise SystemExit(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+    assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight), "lm_head must not be tied"
+
+    # count SwiGLU clamp hits (routed + shared) to make sure the clamp is exercised
+    hits = {"gate": 0, "up": 0, "total": 0}
+    limit = cfg.swiglu_limit
+    orig_gate = mdv4.DeepseekV4Experts._apply_gate
+
+    def counting_gate(self, gate_up):
+        g, u = gate_up.chunk(2, dim=-1)
+        hits["gate"] += int((g > limit).sum())
+        hits["up"] += int((u.abs() > limit).sum())
+        hits["total"] += g.numel()
+        return orig_gate(self, gate_up)
+
+    mdv4.DeepseekV4Experts._apply_gate = counting_gate
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, c["vocab"], size=n_tokens).astype(np.int64)
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(tokens)[None, :], use_cache=False)
+    mdv4.DeepseekV4Experts._apply_gate = orig_gate
+    logits = out.logits[0].to(torch.float32).numpy()
+    assert logits.shape == (n_tokens, c["vocab"])
+    assert np.isfinite(logits).all()
+
+    os.makedirs(FIXTURES, exist_ok=True)
+    np.save(os.path.join(FIXTURES, f"tiny_{which}_logits.npy"), logits.astype("<f4"))
+    meta = {
+        "fixture": which,
+        "seed": seed,
+        "fingerprint": manifest["fingerprint"],
+        "tokens": tokens.tolist(),
+        "max_abs_logit": float(np.abs(logits).max()),
+        "argmax": logits.argmax(axis=1).tolist(),
+        "routed_clamp_hits": hits,
+        "generator": "cargo run -p ds4-model --release --example tiny_weights -- %s %d DIR" % (which, seed),
+        "oracle": "transformers %s DeepseekV4ForCausalLM, torch %s, float32, CPU, eager, use_cache=False"
+        % (transformers.__version__, torch.__version__),
+        "config": c,
+    }
+    with open(os.path.join(FIXTURES, f"tiny_{which}.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    print(f"fixture {which}: {n_tokens} tokens, max|logit| {meta['max_abs_logit']:.4f}, clamp hits {hits}")
+
+
+def main():
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    install_stable_topk()
+    which = sys.argv[1:] or sorted(FIXTURE_SPECS)
+    for w in which:
+        if w not in FIXTURE_SPECS:
+            raise SystemExit(f"unknown fixture {w!r}; choose from {sorted(FIXTURE_SPECS)}")
+        build(w)
+
+
+if __name__ == "__main__":
+    main()
