@@ -323,29 +323,69 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q2k(w: &[u8], a: &Q8KRow) -> f32 {
         let m3 = _mm256_set1_epi8(3);
+        let m4 = _mm_set1_epi8(0x0F);
         let mut acc = 0f32;
         for (b, blk) in w.chunks_exact(84).enumerate() {
             let q8 = (a.qs.as_ptr() as *const u8).add(256 * b);
-            let bs = &a.bsums[16 * b..16 * b + 16];
-            let scales = &blk[0..16];
-            let mut summ = 0i32;
-            for s in 0..16 {
-                summ += (scales[s] >> 4) as i32 * bs[s] as i32;
-            }
+            let bp = blk.as_ptr();
+            // mins: Σ_s (scales[s] >> 4)·bsums[s] as one i16 madd
+            let sc8 = _mm_loadu_si128(bp as *const __m128i);
+            let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc8), m4));
+            let bsv = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
+            let summ = hsum_i32(_mm256_madd_epi16(mins, bsv));
+            // scales as bytes in both 128-bit halves; per (n, j) a shuffle broadcasts the pair
+            // (scale[2m] in the low half, scale[2m+1] in the high half) as i16 lanes
+            let scb = _mm256_broadcastsi128_si256(_mm_and_si128(sc8, m4));
             let mut sumv = _mm256_setzero_si256();
-            for n in 0..2 {
-                let qv = load(blk.as_ptr().add(16 + 32 * n));
-                for j in 0..4 {
-                    let q = _mm256_and_si256(
-                        _mm256_srlv_epi32(qv, _mm256_set1_epi32(2 * j as i32)),
-                        m3,
+            macro_rules! step {
+                ($qv:expr, $n:expr, $j:expr, $sh:literal) => {{
+                    let q = _mm256_and_si256(_mm256_srli_epi16::<$sh>($qv), m3);
+                    let p = _mm256_maddubs_epi16(q, load(q8.add(128 * $n + 32 * $j)));
+                    let m = (8 * $n + 2 * $j) as i8;
+                    let idx = _mm256_setr_epi8(
+                        m,
+                        -128,
+                        m,
+                        -128,
+                        m,
+                        -128,
+                        m,
+                        -128,
+                        m,
+                        -128,
+                        m,
+                        -128,
+                        m,
+                        -128,
+                        m,
+                        -128,
+                        m + 1,
+                        -128,
+                        m + 1,
+                        -128,
+                        m + 1,
+                        -128,
+                        m + 1,
+                        -128,
+                        m + 1,
+                        -128,
+                        m + 1,
+                        -128,
+                        m + 1,
+                        -128,
+                        m + 1,
+                        -128,
                     );
-                    let p = _mm256_maddubs_epi16(q, load(q8.add(128 * n + 32 * j)));
-                    let s0 = (scales[8 * n + 2 * j] & 0xF) as i16;
-                    let s1 = (scales[8 * n + 2 * j + 1] & 0xF) as i16;
-                    let sv = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    let sv = _mm256_shuffle_epi8(scb, idx);
                     sumv = _mm256_add_epi32(sumv, _mm256_madd_epi16(p, sv));
-                }
+                }};
+            }
+            for n in 0..2 {
+                let qv = load(bp.add(16 + 32 * n));
+                step!(qv, n, 0, 0);
+                step!(qv, n, 1, 2);
+                step!(qv, n, 2, 4);
+                step!(qv, n, 3, 6);
             }
             let sumi = hsum_i32(sumv);
             acc += combine_k(a.d[b], rd_f16(blk, 80), rd_f16(blk, 82), sumi, summ);
@@ -356,32 +396,41 @@ mod x86 {
     /// IQ2_XXS · Q8_K. Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_iq2xxs(w: &[u8], a: &Q8KRow) -> f32 {
-        let one = _mm256_set1_epi8(1);
+        let grid = IQ2XXS_GRID.as_ptr();
+        let ks = KSIGNS64.as_ptr();
         let mut acc = 0f32;
         for (b, blk) in w.chunks_exact(66).enumerate() {
             let q8 = (a.qs.as_ptr() as *const u8).add(256 * b);
-            let mut sumv = _mm256_setzero_si256();
-            for g in 0..8 {
-                let o = 2 + 8 * g;
-                let a1 = u32::from_le_bytes([blk[o + 4], blk[o + 5], blk[o + 6], blk[o + 7]]);
-                let gv = _mm256_set_epi64x(
-                    IQ2XXS_GRID[blk[o + 3] as usize] as i64,
-                    IQ2XXS_GRID[blk[o + 2] as usize] as i64,
-                    IQ2XXS_GRID[blk[o + 1] as usize] as i64,
-                    IQ2XXS_GRID[blk[o] as usize] as i64,
-                );
-                let sv = _mm256_set_epi64x(
-                    KSIGNS64[((a1 >> 21) & 0x7F) as usize] as i64,
-                    KSIGNS64[((a1 >> 14) & 0x7F) as usize] as i64,
-                    KSIGNS64[((a1 >> 7) & 0x7F) as usize] as i64,
-                    KSIGNS64[(a1 & 0x7F) as usize] as i64,
-                );
-                let ys = _mm256_sign_epi8(load(q8.add(32 * g)), _mm256_or_si256(sv, one));
-                let p = _mm256_maddubs_epi16(gv, ys);
-                let ls = _mm256_set1_epi16((2 * (a1 >> 28) + 1) as i16);
-                sumv = _mm256_add_epi32(sumv, _mm256_madd_epi16(p, ls));
+            let bp = blk.as_ptr().add(2);
+            let mut sumv0 = _mm256_setzero_si256();
+            let mut sumv1 = _mm256_setzero_si256();
+            macro_rules! group {
+                ($g:expr, $sumv:ident) => {{
+                    let a0 = (bp.add(8 * $g) as *const u32).read_unaligned();
+                    let a1 = (bp.add(8 * $g + 4) as *const u32).read_unaligned();
+                    let gv = _mm256_set_epi64x(
+                        *grid.add((a0 >> 24) as usize) as i64,
+                        *grid.add(((a0 >> 16) & 0xFF) as usize) as i64,
+                        *grid.add(((a0 >> 8) & 0xFF) as usize) as i64,
+                        *grid.add((a0 & 0xFF) as usize) as i64,
+                    );
+                    let sv = _mm256_set_epi64x(
+                        *ks.add(((a1 >> 21) & 0x7F) as usize) as i64,
+                        *ks.add(((a1 >> 14) & 0x7F) as usize) as i64,
+                        *ks.add(((a1 >> 7) & 0x7F) as usize) as i64,
+                        *ks.add((a1 & 0x7F) as usize) as i64,
+                    );
+                    let ys = _mm256_sign_epi8(load(q8.add(32 * $g)), sv);
+                    let p = _mm256_maddubs_epi16(gv, ys);
+                    let ls = _mm256_set1_epi16((2 * (a1 >> 28) + 1) as i16);
+                    $sumv = _mm256_add_epi32($sumv, _mm256_madd_epi16(p, ls));
+                }};
             }
-            let sumi = hsum_i32(sumv);
+            for g in 0..4 {
+                group!(2 * g, sumv0);
+                group!(2 * g + 1, sumv1);
+            }
+            let sumi = hsum_i32(_mm256_add_epi32(sumv0, sumv1));
             acc += rd_f16(blk, 0) * a.d[b] * sumi as f32;
         }
         0.125 * acc

@@ -270,9 +270,10 @@ fn quantize_q4_k_block(x: &[f32], y: &mut [u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Grid magnitudes as f32 and their squared norms.
+/// Grid magnitudes as f32 (by entry and, for vectorisable scans, by element) and squared norms.
 struct Grid {
     g: [[f32; 8]; 256],
+    by_elem: [[f32; 256]; 8],
     norm2: [f32; 256],
 }
 
@@ -280,15 +281,17 @@ fn grid() -> &'static Grid {
     static G: std::sync::OnceLock<Grid> = std::sync::OnceLock::new();
     G.get_or_init(|| {
         let mut g = [[0f32; 8]; 256];
+        let mut by_elem = [[0f32; 256]; 8];
         let mut norm2 = [0f32; 256];
         for k in 0..256 {
             let bytes = IQ2XXS_GRID[k].to_le_bytes();
             for j in 0..8 {
                 g[k][j] = bytes[j] as f32;
+                by_elem[j][k] = bytes[j] as f32;
             }
             norm2[k] = g[k].iter().map(|v| v * v).sum();
         }
-        Grid { g, norm2 }
+        Grid { g, by_elem, norm2 }
     })
 }
 
@@ -316,19 +319,21 @@ fn iq2_signs(x: &[f32]) -> (u8, [f32; 8]) {
 /// Best grid point for targets `t` at scale `s`: minimises Σ (t − s·g)², returns (index, t·g).
 fn best_grid(t: &[f32; 8], s: f32) -> (u8, f32) {
     let gr = grid();
+    let mut tg = [0f32; 256];
+    for j in 0..8 {
+        let tj = t[j];
+        for (acc, &g) in tg.iter_mut().zip(&gr.by_elem[j]) {
+            *acc += tj * g;
+        }
+    }
+    // Σ(t − s g)² = Σt² − 2 s t·g + s² |g|²; Σt² is the same for every k
     let mut best = (0u8, 0f32);
     let mut best_cost = f32::INFINITY;
     for k in 0..256 {
-        let g = &gr.g[k];
-        let mut tg = 0f32;
-        for j in 0..8 {
-            tg += t[j] * g[j];
-        }
-        // Σ(t − s g)² = Σt² − 2 s t·g + s² |g|²; Σt² is the same for every k
-        let cost = s * s * gr.norm2[k] - 2.0 * s * tg;
+        let cost = s * s * gr.norm2[k] - 2.0 * s * tg[k];
         if cost < best_cost {
             best_cost = cost;
-            best = (k as u8, tg);
+            best = (k as u8, tg[k]);
         }
     }
     best
@@ -388,7 +393,9 @@ fn quantize_iq2_xxs_block(x: &[f32], y: &mut [u8]) -> Result<(), &'static str> {
                 gg += gr.norm2[idx[k] as usize];
             }
             let s = (tg / gg).max(0.0);
-            let (e, _) = iq2_group_at(&ts[g], s);
+            // error at s with the same grid points (re-choosing them could only lower it)
+            let t2: f32 = ts[g].iter().flatten().map(|v| v * v).sum();
+            let e = t2 - 2.0 * s * tg + s * s * gg;
             if e < best.0 {
                 best = (e, s);
             }

@@ -77,7 +77,8 @@ pub static IQ2XXS_GRID: [u64; 256] = [
 /// `ksigns_iq2xs`: 7 explicit sign bits plus an even-parity 8th bit.
 pub static KSIGNS_IQ2XS: [u8; 128] = ksigns_table();
 
-/// For each sign index, a mask with byte `j` = 0xFF when element `j` is negative.
+/// For each sign index, byte `j` = 0xFF (−1) when element `j` is negative, else 0x01 (+1):
+/// the second operand of a byte-wise `sign` instruction.
 pub static KSIGNS64: [u64; 128] = ksigns64_table();
 
 const fn ksigns_table() -> [u8; 128] {
@@ -99,9 +100,8 @@ const fn ksigns64_table() -> [u64; 128] {
         let mut j = 0;
         let mut m = 0u64;
         while j < 8 {
-            if s[i] & (1 << j) != 0 {
-                m |= 0xFFu64 << (8 * j);
-            }
+            let byte: u64 = if s[i] & (1 << j) != 0 { 0xFF } else { 0x01 };
+            m |= byte << (8 * j);
             j += 1;
         }
         t[i] = m;
@@ -131,6 +131,17 @@ mod tests {
         for (i, &s) in KSIGNS_IQ2XS.iter().enumerate() {
             assert_eq!(s.count_ones() % 2, 0, "ksigns[{i}] parity");
             assert_eq!(s & 0x7F, i as u8);
+        }
+    }
+
+    #[test]
+    fn ksigns64_bytes_are_plus_minus_one() {
+        for i in 0..128 {
+            for j in 0..8 {
+                let b = (KSIGNS64[i] >> (8 * j)) as u8 as i8;
+                let neg = KSIGNS_IQ2XS[i] & (1 << j) != 0;
+                assert_eq!(b, if neg { -1 } else { 1 });
+            }
         }
     }
 
