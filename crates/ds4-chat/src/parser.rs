@@ -223,6 +223,12 @@ pub struct OutputParser {
     block_calls: Vec<ParsedToolCall>,
     /// `first member` flags of the open argument objects (invoke level first).
     levels: Vec<bool>,
+    /// Bytes of the pending input already scanned for the current state's
+    /// terminator (`>` of a tag, the closing tag of a JSON value): keeps long
+    /// values linear instead of quadratic.
+    scan: usize,
+    /// JSON lexer state over the scanned part of a JSON value (in string, after backslash).
+    lex: (bool, bool),
     cur: Option<ParsedToolCall>,
     next_index: usize,
     malformed: bool,
@@ -358,6 +364,8 @@ impl OutputParser {
             block_raw: Vec::new(),
             block_calls: Vec::new(),
             levels: Vec::new(),
+            scan: 0,
+            lex: (false, false),
             cur: None,
             next_index: 0,
             malformed: false,
@@ -474,22 +482,7 @@ impl OutputParser {
                 }
             }
             BState::JsonValue => {
-                let mut in_str = false;
-                let mut esc = false;
-                for &c in r {
-                    if in_str {
-                        if esc {
-                            esc = false;
-                        } else if c == b'\\' {
-                            esc = true;
-                        } else if c == b'"' {
-                            in_str = false;
-                        }
-                    } else if c == b'"' {
-                        in_str = true;
-                    }
-                }
-                if in_str {
+                if self.lex.0 {
                     DecodeState::JsonString
                 } else {
                     DecodeState::JsonStructural
@@ -497,6 +490,12 @@ impl OutputParser {
             }
             _ => DecodeState::Structural,
         }
+    }
+
+    fn set_state(&mut self, st: BState) {
+        self.bstate = st;
+        self.scan = 0;
+        self.lex = (false, false);
     }
 
     fn compact(&mut self) {
@@ -660,7 +659,7 @@ impl OutputParser {
             self.emit_text(ev, &text);
             self.phase = Phase::Block;
             self.style = si;
-            self.bstate = BState::BetweenInvokes;
+            self.set_state(BState::BetweenInvokes);
             self.block_raw = raw;
             self.block_calls.clear();
             return true;
@@ -696,7 +695,7 @@ impl OutputParser {
                     true
                 } else if r.starts_with(st.invoke_start.as_bytes()) {
                     self.consume(st.invoke_start.len());
-                    self.bstate = BState::InvokeTag;
+                    self.set_state(BState::InvokeTag);
                     true
                 } else {
                     let waiting = r.is_empty()
@@ -715,8 +714,13 @@ impl OutputParser {
             }
             BState::InvokeTag => {
                 let r = &self.buf[self.pos..];
-                let Some(k) = r.iter().position(|&c| c == b'>') else {
+                let Some(k) = r[self.scan..]
+                    .iter()
+                    .position(|&c| c == b'>')
+                    .map(|k| k + self.scan)
+                else {
                     if !fin && r.len() <= MAX_TAG {
+                        self.scan = r.len();
                         return false;
                     }
                     self.fail(ev, fin, "unterminated invoke tag");
@@ -740,7 +744,7 @@ impl OutputParser {
                 ev.push(Event::ToolCallStart { index, id, name });
                 self.emit_args(ev, "{");
                 self.levels = vec![true];
-                self.bstate = BState::BetweenParams;
+                self.set_state(BState::BetweenParams);
                 true
             }
             BState::BetweenParams => {
@@ -749,7 +753,7 @@ impl OutputParser {
                 let ps = st.param_start.as_bytes();
                 if r.starts_with(ps) {
                     self.consume(ps.len());
-                    self.bstate = BState::ParamTag;
+                    self.set_state(BState::ParamTag);
                     return true;
                 }
                 if self.levels.len() <= 1 {
@@ -764,7 +768,7 @@ impl OutputParser {
                             });
                             self.block_calls.push(c);
                         }
-                        self.bstate = BState::BetweenInvokes;
+                        self.set_state(BState::BetweenInvokes);
                         true
                     } else {
                         let waiting = r.is_empty() || proper_prefix(r, ps) || proper_prefix(r, ie);
@@ -794,8 +798,13 @@ impl OutputParser {
             }
             BState::ParamTag => {
                 let r = &self.buf[self.pos..];
-                let Some(k) = r.iter().position(|&c| c == b'>') else {
+                let Some(k) = r[self.scan..]
+                    .iter()
+                    .position(|&c| c == b'>')
+                    .map(|k| k + self.scan)
+                else {
                     if !fin && r.len() <= MAX_TAG {
+                        self.scan = r.len();
                         return false;
                     }
                     self.fail(ev, fin, "unterminated parameter tag");
@@ -820,10 +829,10 @@ impl OutputParser {
                 match string.as_deref() {
                     Some("true") => {
                         frag.push('"');
-                        self.bstate = BState::StrValue;
+                        self.set_state(BState::StrValue);
                     }
-                    Some(_) => self.bstate = BState::JsonValue,
-                    None => self.bstate = BState::Decide,
+                    Some(_) => self.set_state(BState::JsonValue),
+                    None => self.set_state(BState::Decide),
                 }
                 self.emit_args(ev, &frag);
                 true
@@ -841,13 +850,13 @@ impl OutputParser {
                     self.consume(ws);
                     self.levels.push(true);
                     self.emit_args(ev, "{");
-                    self.bstate = BState::BetweenParams;
+                    self.set_state(BState::BetweenParams);
                     true
                 } else if !fin && (rest.is_empty() || proper_prefix(rest, ps)) {
                     false
                 } else {
                     self.emit_args(ev, "\"");
-                    self.bstate = BState::StrValue;
+                    self.set_state(BState::StrValue);
                     true
                 }
             }
@@ -860,7 +869,7 @@ impl OutputParser {
                     frag.push('"');
                     self.consume(k + pe.len());
                     self.emit_args(ev, &frag);
-                    self.bstate = BState::BetweenParams;
+                    self.set_state(BState::BetweenParams);
                     return true;
                 }
                 if fin {
@@ -886,11 +895,28 @@ impl OutputParser {
             BState::JsonValue => {
                 let r = &self.buf[self.pos..];
                 let pe = st.param_end.as_bytes();
-                let Some(k) = find(r, pe) else {
+                let from = self.scan.saturating_sub(pe.len() - 1);
+                let Some(k) = find(&r[from..], pe).map(|k| k + from) else {
                     if fin {
                         self.fail(ev, true, "unterminated parameter value");
                         return true;
                     }
+                    let (mut in_str, mut esc) = self.lex;
+                    for &c in &r[self.scan..] {
+                        if in_str {
+                            if esc {
+                                esc = false;
+                            } else if c == b'\\' {
+                                esc = true;
+                            } else if c == b'"' {
+                                in_str = false;
+                            }
+                        } else if c == b'"' {
+                            in_str = true;
+                        }
+                    }
+                    self.lex = (in_str, esc);
+                    self.scan = r.len();
                     return false;
                 };
                 let raw = lossy(&r[..k]);
@@ -915,7 +941,7 @@ impl OutputParser {
                     }
                 };
                 self.emit_args(ev, &frag);
-                self.bstate = BState::BetweenParams;
+                self.set_state(BState::BetweenParams);
                 true
             }
         }

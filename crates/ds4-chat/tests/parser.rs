@@ -523,3 +523,175 @@ fn random_ids_have_the_documented_shape() {
     }
     assert_ne!(ids[0], ids[1]);
 }
+
+/// xorshift64* PRNG (deterministic, dependency-free).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const FRAGMENTS: &[&str] = &[
+    "<｜DSML｜tool_calls>",
+    "</｜DSML｜tool_calls>",
+    "<｜DSML｜invoke",
+    "</｜DSML｜invoke>",
+    "<｜DSML｜parameter",
+    "</｜DSML｜parameter>",
+    " name=\"f\"",
+    " name=\"a&amp;\"",
+    " string=\"true\"",
+    " string=\"false\"",
+    ">",
+    "\n",
+    "\n\n",
+    " ",
+    "<DSML｜tool_calls>",
+    "<DSML｜invoke",
+    "</DSML｜parameter>",
+    "<tool_calls>",
+    "<invoke",
+    "</invoke>",
+    "<parameter",
+    "</parameter>",
+    "</tool_calls>",
+    "<think>",
+    "</think>",
+    "&amp;",
+    "&lt;",
+    "&",
+    "&am",
+    "<",
+    "</",
+    "<｜",
+    "｜",
+    "x",
+    "é",
+    "😀",
+    "中文",
+    "{",
+    "}",
+    "[1,",
+    "\"",
+    "\\",
+    "1",
+    "true",
+    "null",
+    ":",
+];
+
+/// Random soups of DSML fragments: the parser never panics, loses no byte, and
+/// emits the same (merged) events for any split of the input.
+#[test]
+fn fuzz_fragment_soup_split_invariant() {
+    let mut r = Rng(0xDEADBEEF);
+    let (mut with_calls, mut with_invalid) = (0, 0);
+    for _ in 0..400 {
+        let text: String = if r.below(2) == 0 {
+            let n = r.below(40);
+            (0..n)
+                .map(|_| FRAGMENTS[r.below(FRAGMENTS.len())])
+                .collect()
+        } else {
+            // A valid block with a few random mutations.
+            let mut t = format!(
+                "r</think>c{}",
+                official(&[
+                    ("f", r#"{"a":"x &amp; y","n":[1,{"b":null}]}"#),
+                    ("g", "{}")
+                ])
+            );
+            for _ in 0..r.below(4) {
+                let mut at = r.below(t.len() + 1);
+                while !t.is_char_boundary(at) {
+                    at -= 1;
+                }
+                if r.below(2) == 0 {
+                    t.insert_str(at, FRAGMENTS[r.below(FRAGMENTS.len())]);
+                } else {
+                    let mut end = (at + 1 + r.below(8)).min(t.len());
+                    while !t.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    t.replace_range(at..end, "");
+                }
+            }
+            t
+        };
+        let thinking = r.below(2) == 0;
+        let b = text.as_bytes();
+        let (whole, m) = run_chunks(thinking, true, &[b], EndCause::Stop);
+        let whole = normalize(&whole);
+        let expect = if thinking {
+            text.strip_prefix("<think>").unwrap_or(&text)
+        } else {
+            &text
+        };
+        assert_eq!(reconstruct(&whole), expect, "bytes lost: {text:?}");
+        assert!(matches!(whole.last(), Some(Event::Finish { .. })));
+        for c in &m.tool_calls {
+            assert!(
+                Json::parse(&c.arguments).is_ok(),
+                "{text:?}: {}",
+                c.arguments
+            );
+        }
+        with_calls += usize::from(!m.tool_calls.is_empty());
+        with_invalid += usize::from(m.warnings.iter().any(|w| w.contains("tool call")));
+        for _ in 0..8 {
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                let k = (i + 1 + r.below(9)).min(b.len());
+                chunks.push(&b[i..k]);
+                i = k;
+            }
+            let (ev, _) = run_chunks(thinking, true, &chunks, EndCause::Stop);
+            assert_eq!(normalize(&ev), whole, "{text:?} split as {chunks:?}");
+        }
+    }
+    // Both the success and the fallback paths were exercised.
+    assert!(
+        with_calls > 40 && with_invalid > 40,
+        "{with_calls} {with_invalid}"
+    );
+}
+
+#[test]
+fn invalid_utf8_never_panics() {
+    let soup: &[&[u8]] = &[
+        b"\xff",
+        b"\xf0\x9f",
+        b"</think>\xe4",
+        b"\xb8",
+        b"<\xed\xa0\x80>",
+        "<｜DSML｜tool_calls>".as_bytes(),
+        b"\xc3",
+    ];
+    let (ev, m) = run_chunks(true, true, soup, EndCause::Length);
+    assert!(matches!(ev.last(), Some(Event::Finish { .. })));
+    assert!(m.content.contains('\u{FFFD}'));
+    assert_eq!(m.reasoning, "\u{FFFD}\u{FFFD}");
+}
+
+#[test]
+fn large_json_value_fed_token_by_token() {
+    let items: Vec<String> = (0..5000)
+        .map(|i| format!("{{\"i\": {i}, \"s\": \"v{i}\"}}"))
+        .collect();
+    let value = format!("[{}]", items.join(", "));
+    let text = format!(
+        "{OPEN}<｜DSML｜invoke name=\"f\"><｜DSML｜parameter name=\"xs\" string=\"false\">{value}</｜DSML｜parameter></｜DSML｜invoke>{CLOSE}"
+    );
+    let chunks: Vec<&[u8]> = text.as_bytes().chunks(3).collect();
+    let (_, m) = run_chunks(false, true, &chunks, EndCause::Stop);
+    let expect = format!("{{\"xs\":{}}}", value.replace(' ', ""));
+    assert_eq!(m.tool_calls[0].arguments, expect);
+}
