@@ -40,6 +40,7 @@ fn key(a: u32, b: u32) -> u64 {
 }
 
 /// Merge table: (left symbol, right symbol) -> (rank, merged symbol).
+#[derive(Clone)]
 pub struct Merges {
     map: IntMap<u64, (u32, u32)>,
 }

@@ -49,6 +49,7 @@ impl std::error::Error for TokenizerError {}
 
 const NONE: u32 = u32::MAX;
 
+#[derive(Clone)]
 /// Trie over the UTF-8 bytes of the added tokens (leftmost-longest matching).
 struct AddedTrie {
     first: [bool; 256],
@@ -113,6 +114,7 @@ impl AddedTrie {
 }
 
 /// Byte-level BPE tokenizer. Immutable after construction; `Send + Sync`.
+#[derive(Clone)]
 pub struct Tokenizer {
     /// Token strings (GPT-2 byte-level form) with a string -> lowest id index.
     tokens: strtab::StrTable,
@@ -134,8 +136,8 @@ pub struct Tokenizer {
     pad: Option<u32>,
 }
 
-/// Strings ds4 needs as single tokens; recognised in text when a vocabulary has no token
-/// types (see [`Tokenizer::from_data`]).
+/// Strings ds4 needs as single tokens; always recognised in text when the vocabulary has
+/// them (see [`Tokenizer::from_data`]).
 pub const DS4_REQUIRED_TOKENS: [&str; 7] = [
     "<｜begin▁of▁sentence｜>",
     "<｜end▁of▁sentence｜>",
@@ -160,8 +162,9 @@ impl Tokenizer {
     /// * Tokens of type CONTROL (3) or USER_DEFINED (4) are "added tokens": they are
     ///   recognised in text by [`Tokenizer::encode`] (leftmost-longest, before
     ///   pre-tokenization). With no token types at all (`token_types` empty) the added
-    ///   tokens are the ones that look special (`<｜…｜>`, `<|…|>`) plus the 7 strings of
-    ///   [`DS4_REQUIRED_TOKENS`].
+    ///   tokens are the ones that look special (`<｜…｜>`, `<|…|>`). The 7 strings of
+    ///   [`DS4_REQUIRED_TOKENS`] are always added tokens when present (ds4 recognises them
+    ///   whatever the types say; for the real vocabulary this agrees with tokenizer.json).
     /// * Merges whose parts or result are not in the token list still take part in BPE; a
     ///   final symbol that is not a token is emitted as the tokens of its single bytes, and
     ///   a byte without a single-character token is dropped (like `tokenizers` without
@@ -223,10 +226,11 @@ impl Tokenizer {
                 return Err(TokenizerError::new("tokenizer: token strings too large"));
             }
             offs.push(bytes.len() as u32);
-            let is_add = match token_types {
-                None => looks_special(t) || DS4_REQUIRED_TOKENS.contains(t),
-                Some(tt) => matches!(tt[i], token_type::CONTROL | token_type::USER_DEFINED),
-            };
+            let is_add = DS4_REQUIRED_TOKENS.contains(t)
+                || match token_types {
+                    None => looks_special(t),
+                    Some(tt) => matches!(tt[i], token_type::CONTROL | token_type::USER_DEFINED),
+                };
             if is_add && !t.is_empty() {
                 is_added[i] = true;
                 added.insert(t.as_bytes(), i as u32);

@@ -19,6 +19,7 @@ fn finish(h: u64) -> u64 {
     h ^ (h >> 29)
 }
 
+#[derive(Clone)]
 pub struct StrTable {
     buf: String,
     offs: Vec<u32>,

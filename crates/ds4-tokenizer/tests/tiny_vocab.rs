@@ -69,19 +69,22 @@ fn token_types_decide_what_is_recognised() {
         token_type::USER_DEFINED,
         token_type::NORMAL,
         token_type::CONTROL,
+        token_type::NORMAL,
     ]);
     let t = Tokenizer::from_data(&data(
-        byte_vocab(&["<think>", "</think>", "<｜User｜>"]),
+        byte_vocab(&["<tool>", "<plain>", "<|x|>", "</think>"]),
         types,
         &[],
     ))
     .unwrap();
-    assert_eq!(t.encode("<think>"), [256]);
-    assert_eq!(t.encode("<｜User｜>"), [258]);
-    // A NORMAL token is never matched as an added token.
-    assert_eq!(t.encode("</think>").len(), 8);
+    assert_eq!(t.encode("<tool>"), [256]);
+    assert_eq!(t.encode("<|x|>"), [258]);
+    // A NORMAL token is not matched as an added token ...
+    assert_eq!(t.encode("<plain>").len(), 7);
     assert!(!t.is_added_token(257));
-    assert_eq!(t.added_token_ids(), [256, 258]);
+    // ... except the strings ds4 always recognises.
+    assert_eq!(t.encode("</think>"), [259]);
+    assert_eq!(t.added_token_ids(), [256, 258, 259]);
 }
 
 #[test]
