@@ -1,6 +1,35 @@
-//! ds4-chat: DeepSeek V4 chat format — prompt rendering (official encoder),
-//! API adapters, incremental DSML/thinking output parser, sampling guard and
-//! exact-DSML replay memory.
+//! ds4-chat: the DeepSeek V4 chat format.
+//!
+//! - [`render_prompt`] / [`render_prompt_tokens`]: a neutral [`Conversation`] →
+//!   the exact prompt of DeepSeek's **official** encoder (`encoding_dsv4.py`;
+//!   byte-identical to every `chat-golden` case), including Think Max (only
+//!   when the context is ≥ [`THINK_MAX_MIN_CONTEXT`]), tool schemas re-serialized
+//!   like Python `json.dumps`, reasoning drop/keep, tool-result merging and sorting.
+//! - [`openai_chat`], [`anthropic_messages`], [`responses`] (or [`parse_request`]):
+//!   API bodies → [`ChatRequest`] (conversation + thinking controls of spec §2.5).
+//! - [`OutputParser`]: incremental parser over generated token bytes →
+//!   [`Event`]s (reasoning / text deltas, tool call start / argument fragments /
+//!   end, finish). [`SamplingGuard`] / [`OutputParser::decode_state`]: greedy
+//!   decoding inside DSML structure (spec §3.7).
+//! - [`ToolMemory`]: exact-DSML replay (id → sampled block), used by
+//!   [`RenderOptions::replay`].
+//! - [`dump_prompt`]: `ds4 --dump-prompt REQUEST.json [--ctx N]`.
+//!
+//! JSON is handled by the small [`json`] module instead of serde_json, because
+//! the official format needs Python semantics (exact big integers, float `repr`,
+//! duplicate keys "last value, first position", `NaN`/`Infinity`) while the wire
+//! format needs the raw number spellings and every duplicate.
+//!
+//! Deliberate differences from ds4-server (spec §2.2/§3.3), all toward the
+//! official format or toward losing no data:
+//! - prompts follow the official encoder (spec §2.1), not `render_chat_prompt_text`;
+//!   OpenAI `developer` messages are system messages; Anthropic tools map to the
+//!   function shape `{"name","description","parameters"}`;
+//! - the parser parses DSML whether or not tools are active and never streams
+//!   DSML as text; text after the first `</think>` is answer text;
+//! - a `string="false"` value that is not JSON is passed on as a JSON string
+//!   (with an [`Event::Warning`]) instead of turning the arguments into `{}`;
+//! - on a length cutoff inside reasoning, the reasoning stays reasoning.
 
 pub mod adapters;
 pub mod json;
@@ -68,4 +97,36 @@ pub fn dump_prompt(request_json: &[u8], ctx: usize) -> Result<String, ChatError>
         mode,
         RenderOptions::default(),
     ))
+}
+
+/// Parses a request body of the given API.
+pub fn parse_request(api: Api, body: &[u8]) -> Result<ChatRequest, ChatError> {
+    let body = Json::parse_bytes(body)?;
+    match api {
+        Api::OpenAiChat => openai_chat(&body),
+        Api::Anthropic => anthropic_messages(&body),
+        Api::Responses => responses(&body),
+    }
+}
+
+impl ChatRequest {
+    /// Output-parser options for this request at the resolved think mode
+    /// (`toolu_` ids for Anthropic, `call_` otherwise).
+    pub fn parser_options(&self, mode: ThinkMode) -> ParserOptions {
+        ParserOptions {
+            thinking: mode.is_thinking(),
+            tools_active: self.tools_active(),
+            id_prefix: if self.api == Api::Anthropic {
+                "toolu_"
+            } else {
+                "call_"
+            }
+            .to_string(),
+        }
+    }
+
+    /// Renders this request's prompt.
+    pub fn render(&self, mode: ThinkMode, replay: Option<&ToolMemory>) -> String {
+        render_prompt(&self.conversation, mode, RenderOptions { replay })
+    }
 }

@@ -510,3 +510,25 @@ fn exact_dsml_replay() {
         !pm.contains(sampled) && pm.contains("<｜DSML｜invoke name=\"pwd\">\n\n</｜DSML｜invoke>")
     );
 }
+
+#[test]
+fn request_helpers() {
+    use ds4_chat::{parse_request, Api};
+    let a = parse_request(Api::Anthropic, br#"{"model":"deepseek-reasoner","tools":[{"name":"f","input_schema":{}}],"messages":[{"role":"user","content":"q"}]}"#).unwrap();
+    let mode = a.think_mode(CTX);
+    assert_eq!(mode, ThinkMode::High);
+    let o = a.parser_options(mode);
+    assert!(o.thinking && o.tools_active);
+    assert_eq!(o.id_prefix, "toolu_");
+    assert!(a
+        .render(mode, None)
+        .ends_with(&format!("{USER}q{ASSISTANT}<think>")));
+    let r = parse_request(
+        Api::Responses,
+        br#"{"input":"q","reasoning":{"effort":"none"}}"#,
+    )
+    .unwrap();
+    assert_eq!(r.think_mode(CTX), ThinkMode::Off);
+    assert_eq!(r.parser_options(ThinkMode::Off).id_prefix, "call_");
+    assert!(parse_request(Api::OpenAiChat, b"[1]").is_err());
+}
