@@ -189,14 +189,16 @@ def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "..", "crates", "ds4-quant", "tests", "fixtures")
     os.makedirs(out_dir, exist_ok=True)
 
-    # F16 <-> F32 against numpy
+    # F16 <-> F32: gguf-py's F16 path is the numpy float16 cast; both are checked to agree
     h = f16_inputs()
-    write(out_dir, "deq_f16.bin", len(h), h.astype("<u2").tobytes(),
-          h.view(np.float16).astype(np.float32).astype("<f4").tobytes())
+    deq16 = np.asarray(quants.dequantize(h.view(np.uint8), T.F16), dtype=np.float32).reshape(-1)
+    assert (deq16.view(np.uint32) == h.view(np.float16).astype(np.float32).view(np.uint32)).all()
+    write(out_dir, "deq_f16.bin", len(h), h.astype("<u2").tobytes(), deq16.astype("<f4").tobytes())
     xs = f32_inputs_for_f16()
     with np.errstate(over="ignore"):
-        hq = xs.astype(np.float16)
-    write(out_dir, "quant_f16.bin", len(xs), xs.astype("<f4").tobytes(), hq.view("<u2").tobytes())
+        hq = np.asarray(quants.quantize(xs, T.F16)).view(np.uint16)
+        assert (hq == xs.astype(np.float16).view(np.uint16)).all()
+    write(out_dir, "quant_f16.bin", len(xs), xs.astype("<f4").tobytes(), hq.astype("<u2").tobytes())
 
     # BF16 against gguf-py
     xb = bf16_inputs()

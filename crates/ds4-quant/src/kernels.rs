@@ -99,7 +99,11 @@ pub fn matvec_prepared(
     if rows == 0 {
         return Ok(());
     }
-    let rows_iter = weights.chunks_exact(rb.max(1)).zip(y.iter_mut());
+    if cols == 0 {
+        y.fill(0.0); // empty dot products
+        return Ok(());
+    }
+    let rows_iter = weights.chunks_exact(rb).zip(y.iter_mut());
     match act {
         Activation::Q8K(a) => {
             if a.len() != cols {

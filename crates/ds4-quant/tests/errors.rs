@@ -137,6 +137,11 @@ fn matvec_rejects_mismatches() {
     assert!(kernels::matvec_prepared(GgmlType::Q8_0, &w0, rows, cols, &act, &mut y).is_err());
     let act = kernels::prepare_activation(GgmlType::Q4K, &x[..255]);
     assert!(kernels::matvec_prepared(GgmlType::Q4K, &w, rows, cols, &act, &mut y).is_err());
-    // zero rows is fine
+    // zero rows is fine; zero columns gives zeros
     assert!(kernels::matvec(GgmlType::Q4K, &[], 0, cols, &x, &mut []).is_ok());
+    for ty in [GgmlType::Q4K, GgmlType::Q8_0, GgmlType::F16] {
+        let mut y = vec![f32::NAN; 2];
+        assert!(kernels::matvec(ty, &[], 2, 0, &[], &mut y).is_ok());
+        assert_eq!(y, [0.0, 0.0]);
+    }
 }
