@@ -121,58 +121,54 @@ impl Merges {
         }
     }
 
-    /// O(n log n) variant for long pieces: linked list + min-heap of (rank, position).
+    /// O(n log n) variant for long pieces: linked list + min-heap of (rank, position)
+    /// packed into one u64 (rank in the high half, so ties go to the leftmost position).
     fn apply_heap(&self, syms: &mut Vec<u32>) {
+        const DEAD: u32 = u32::MAX;
         let n = syms.len();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
-        let mut next: Vec<usize> = (1..=n).collect();
-        let mut alive = vec![true; n];
-        let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::new();
+        debug_assert!(n < u32::MAX as usize);
+        let mut next: Vec<u32> = (1..=n as u32).collect();
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+        let mut heap: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(n);
+        let pack = |rank: u32, pos: usize| ((rank as u64) << 32) | pos as u64;
         for i in 0..n - 1 {
             if let Some((r, _)) = self.get(syms[i], syms[i + 1]) {
-                heap.push(Reverse((r, i)));
+                heap.push(Reverse(pack(r, i)));
             }
         }
-        while let Some(Reverse((rank, i))) = heap.pop() {
-            if !alive[i] {
+        while let Some(Reverse(e)) = heap.pop() {
+            let rank = (e >> 32) as u32;
+            let i = (e & 0xFFFF_FFFF) as usize;
+            if syms[i] == DEAD {
                 continue;
             }
-            let j = next[i];
+            let j = next[i] as usize;
             if j >= n {
                 continue;
             }
             // A rank identifies its pair, so an equal rank means the entry is current.
-            let (r, result) = match self.get(syms[i], syms[j]) {
-                Some(x) => x,
-                None => continue,
+            let result = match self.get(syms[i], syms[j]) {
+                Some((r, res)) if r == rank => res,
+                _ => continue,
             };
-            if r != rank {
-                continue;
-            }
             syms[i] = result;
-            alive[j] = false;
-            let k = next[j];
-            next[i] = k;
+            syms[j] = DEAD;
+            let k = next[j] as usize;
+            next[i] = k as u32;
             if k < n {
-                prev[k] = i;
-                if let Some((r, _)) = self.get(syms[i], syms[k]) {
-                    heap.push(Reverse((r, i)));
+                prev[k] = i as u32;
+                if let Some((r, _)) = self.get(result, syms[k]) {
+                    heap.push(Reverse(pack(r, i)));
                 }
             }
-            let p = prev[i];
+            let p = prev[i] as usize;
             if p < n {
-                if let Some((r, _)) = self.get(syms[p], syms[i]) {
-                    heap.push(Reverse((r, p)));
+                if let Some((r, _)) = self.get(syms[p], result) {
+                    heap.push(Reverse(pack(r, p)));
                 }
             }
         }
-        let mut out = Vec::with_capacity(n);
-        let mut i = 0;
-        while i < n {
-            out.push(syms[i]);
-            i = next[i];
-        }
-        *syms = out;
+        syms.retain(|&s| s != DEAD);
     }
 }
 
