@@ -38,6 +38,26 @@ pub fn render_prompt_tokens(
     (text, ids)
 }
 
+/// The `/v1/completions` prompt (ds4 wraps the raw prompt as a chat turn, spec §2.2):
+/// `BOS + [Think Max prefix] + "You are a helpful assistant" + USER + prompt +
+/// ASSISTANT + <think>|</think>`. There is no period after "assistant".
+pub fn render_completion_prompt(prompt: &str, mode: ThinkMode) -> String {
+    let mut s = String::from(BOS);
+    if mode == ThinkMode::Max {
+        s.push_str(REASONING_EFFORT_MAX);
+    }
+    s.push_str("You are a helpful assistant");
+    s.push_str(USER);
+    s.push_str(prompt);
+    s.push_str(ASSISTANT);
+    s.push_str(if mode.is_thinking() {
+        THINK_START
+    } else {
+        THINK_END
+    });
+    s
+}
+
 /// Options for [`render_prompt`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RenderOptions<'a> {

@@ -531,4 +531,52 @@ fn request_helpers() {
     assert_eq!(r.think_mode(CTX), ThinkMode::Off);
     assert_eq!(r.parser_options(ThinkMode::Off).id_prefix, "call_");
     assert!(parse_request(Api::OpenAiChat, b"[1]").is_err());
+    // Anthropic thinking controls.
+    let q = r#""messages":[{"role":"user","content":"q"}]"#;
+    let mode = |extra: &str| {
+        parse_request(Api::Anthropic, format!("{{{extra}{q}}}").as_bytes())
+            .map(|r| r.think_mode(CTX))
+    };
+    assert_eq!(mode(""), Ok(ThinkMode::High));
+    assert_eq!(
+        mode(r#""thinking":{"type":"disabled"},"#),
+        Ok(ThinkMode::Off)
+    );
+    assert_eq!(
+        mode(r#""thinking":{"type":"enabled","budget_tokens":1024},"model":"deepseek-chat","#),
+        Ok(ThinkMode::High)
+    );
+    assert_eq!(
+        mode(r#""output_config":{"effort":"max"},"#),
+        Ok(ThinkMode::Max)
+    );
+    assert_eq!(mode(r#""reasoning_effort":"none","#), Ok(ThinkMode::Off));
+    assert_eq!(mode(r#""model":"deepseek-chat","#), Ok(ThinkMode::Off));
+    assert!(mode(r#""output_config":{"effort":"bogus"},"#).is_err());
+    // Responses: a non-null effort is an explicit control (beats the alias).
+    let r = parse_request(
+        Api::Responses,
+        br#"{"model":"deepseek-chat","input":"q","reasoning":{"effort":"high"}}"#,
+    )
+    .unwrap();
+    assert_eq!(r.think_mode(CTX), ThinkMode::High);
+    let r = parse_request(
+        Api::Responses,
+        br#"{"model":"deepseek-chat","input":"q","reasoning":{"effort":null}}"#,
+    )
+    .unwrap();
+    assert_eq!(r.think_mode(CTX), ThinkMode::Off);
+}
+
+#[test]
+fn completion_prompt_wrapper() {
+    use ds4_chat::render::render_completion_prompt;
+    assert_eq!(
+        render_completion_prompt("P", ThinkMode::Off),
+        format!("{BOS}You are a helpful assistant{USER}P{ASSISTANT}</think>")
+    );
+    assert_eq!(
+        render_completion_prompt("P", ThinkMode::Max),
+        format!("{BOS}{REASONING_EFFORT_MAX}You are a helpful assistant{USER}P{ASSISTANT}<think>")
+    );
 }
