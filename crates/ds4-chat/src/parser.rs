@@ -895,14 +895,15 @@ impl OutputParser {
             BState::JsonValue => {
                 let r = &self.buf[self.pos..];
                 let pe = st.param_end.as_bytes();
-                let from = self.scan.saturating_sub(pe.len() - 1);
+                let scan = self.scan.min(r.len());
+                let from = scan.saturating_sub(pe.len() - 1);
                 let Some(k) = find(&r[from..], pe).map(|k| k + from) else {
                     if fin {
                         self.fail(ev, true, "unterminated parameter value");
                         return true;
                     }
                     let (mut in_str, mut esc) = self.lex;
-                    for &c in &r[self.scan..] {
+                    for &c in &r[scan..] {
                         if in_str {
                             if esc {
                                 esc = false;

@@ -77,5 +77,19 @@ for t in cases:
     except Exception:
         r = None
     out.append({"in": t, "out": r})
-json.dump({"python": sys.version.split()[0], "cases": out}, sys.stdout, ensure_ascii=True, indent=0)
+# Float repr: random bit patterns, short decimals, powers of ten and subnormals.
+floats = []
+for _ in range(1500):
+    v = struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+    if v == v:
+        floats.append(v)
+for _ in range(800):
+    floats.append(float("%d.%de%d" % (rng.randrange(10000), rng.randrange(1000), rng.randrange(-330, 310))))
+for e in range(-325, 309):
+    floats.append(float("1e%d" % e))
+floats += [5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1, 0.2, 0.30000000000000004, 1 / 3, 2 / 3,
+           9007199254740993.0, 123456789.123456789, -0.0, 1e16, 9999999999999998.0, 0.0001, 0.00009999999999999999]
+float_cases = [{"bits": "%016x" % struct.unpack("<Q", struct.pack("<d", v))[0], "repr": json.dumps(v)} for v in floats]
+
+json.dump({"python": sys.version.split()[0], "cases": out, "floats": float_cases}, sys.stdout, ensure_ascii=True, indent=0)
 sys.stdout.write("\n")
