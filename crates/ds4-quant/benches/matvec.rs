@@ -4,7 +4,8 @@
 //! Prints, per type, GB/s of weight bytes streamed by `kernels::matvec` (single thread, activation
 //! quantization included) and by the scalar reference dot for comparison. Rates are per second of
 //! this thread's CPU time (CLOCK_THREAD_CPUTIME_ID), since wall time on a shared machine mostly
-//! measures the other processes; the wall-time rate of the fast path is printed as well.
+//! measures the other processes; the wall-time rate of the fast path is printed as well. The last
+//! column is the CPU time per token of `kernels::matmul` over 8 tokens (weights read once).
 
 use ds4_quant::{kernels, quantize_row, reference, row_bytes, GgmlType};
 use std::hint::black_box;
@@ -62,8 +63,16 @@ fn main() {
     let min = Duration::from_millis(if quick { 200 } else { 1000 });
     println!("SIMD kernels: {}", kernels::simd_available());
     println!(
-        "{:<8} {:>6} {:>6} {:>7} {:>10} {:>10} {:>12} {:>12}",
-        "type", "rows", "cols", "MB", "cpu ms", "GB/s fast", "GB/s scalar", "wall GB/s"
+        "{:<8} {:>6} {:>6} {:>7} {:>10} {:>10} {:>12} {:>12} {:>14}",
+        "type",
+        "rows",
+        "cols",
+        "MB",
+        "cpu ms",
+        "GB/s fast",
+        "GB/s scalar",
+        "wall GB/s",
+        "8-tok ms/tok"
     );
     let cases = [
         (GgmlType::Q8_0, 4096),
@@ -99,9 +108,18 @@ fn main() {
             }
             black_box(&y);
         });
+        let n_tok = 8;
+        let xs: Vec<f32> = (0..n_tok * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mut ys = vec![0f32; n_tok * rows];
+        let (t_mm, _) = time(min, || {
+            kernels::matmul(ty, black_box(&w), rows, cols, black_box(&xs), &mut ys).unwrap();
+            black_box(&ys);
+        });
         let bytes = w.len() as f64;
         println!(
-            "{:<8} {:>6} {:>6} {:>7.1} {:>10.3} {:>10.2} {:>12.2} {:>12.2}",
+            "{:<8} {:>6} {:>6} {:>7.1} {:>10.3} {:>10.2} {:>12.2} {:>12.2} {:>14.3}",
             ty.name(),
             rows,
             cols,
@@ -109,7 +127,8 @@ fn main() {
             t_fast * 1e3,
             bytes / t_fast / 1e9,
             bytes / t_ref / 1e9,
-            bytes / w_fast / 1e9
+            bytes / w_fast / 1e9,
+            t_mm * 1e3 / n_tok as f64
         );
     }
 }

@@ -56,12 +56,11 @@ pub fn matvec(
     matvec_prepared(ty, weights, rows, cols, &act, y)
 }
 
-fn check_matrix(
+fn check_weights(
     ty: GgmlType,
     weights: &[u8],
     rows: usize,
     cols: usize,
-    y: &[f32],
 ) -> Result<usize, QuantError> {
     let rb = crate::check_row(ty, cols)?;
     let expected = rb.checked_mul(rows).ok_or(QuantError::Length {
@@ -76,6 +75,17 @@ fn check_matrix(
             got: weights.len(),
         });
     }
+    Ok(rb)
+}
+
+fn check_matrix(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    y: &[f32],
+) -> Result<usize, QuantError> {
+    let rb = check_weights(ty, weights, rows, cols)?;
     if y.len() != rows {
         return Err(QuantError::Length {
             what: "output vector",
@@ -96,28 +106,124 @@ pub fn matvec_prepared(
     y: &mut [f32],
 ) -> Result<(), QuantError> {
     let rb = check_matrix(ty, weights, rows, cols, y)?;
-    if rows == 0 {
-        return Ok(());
-    }
+    let dot = bind(ty, cols, act)?;
     if cols == 0 {
         y.fill(0.0); // empty dot products
         return Ok(());
     }
-    let rows_iter = weights.chunks_exact(rb).zip(y.iter_mut());
-    match act {
+    for (w, o) in weights.chunks_exact(rb).zip(y.iter_mut()) {
+        *o = dot.dot(w);
+    }
+    Ok(())
+}
+
+/// Several activation rows against one weight matrix (e.g. the tokens of a prefill batch):
+/// `y[t·rows + r] = Σ_c W[r, c]·x_t[c]`, with `acts[t]` prepared by [`prepare_activation`].
+/// Each weight row is read once and used for every token while it is in L1, so memory traffic is
+/// that of one matvec. Values are bit-identical to calling [`matvec_prepared`] per token.
+pub fn matmul_prepared(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &[Activation<'_>],
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let n_tok = acts.len();
+    let expected = rows.checked_mul(n_tok).ok_or(QuantError::Length {
+        what: "output matrix",
+        expected: usize::MAX,
+        got: y.len(),
+    })?;
+    if y.len() != expected {
+        return Err(QuantError::Length {
+            what: "output matrix",
+            expected,
+            got: y.len(),
+        });
+    }
+    let rb = check_weights(ty, weights, rows, cols)?;
+    let dots = acts
+        .iter()
+        .map(|a| bind(ty, cols, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if cols == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+    for (r, w) in weights.chunks_exact(rb).enumerate() {
+        for (t, dot) in dots.iter().enumerate() {
+            y[t * rows + r] = dot.dot(w);
+        }
+    }
+    Ok(())
+}
+
+/// [`matmul_prepared`] from `n_tok = xs.len() / cols` f32 activation rows stored token-major.
+pub fn matmul(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    xs: &[f32],
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    if cols == 0 || !xs.len().is_multiple_of(cols) {
+        return Err(QuantError::Length {
+            what: "activation matrix (a multiple of cols)",
+            expected: cols * (xs.len() / cols.max(1)),
+            got: xs.len(),
+        });
+    }
+    let acts: Vec<Activation<'_>> = xs
+        .chunks_exact(cols)
+        .map(|x| prepare_activation(ty, x))
+        .collect();
+    matmul_prepared(ty, weights, rows, cols, &acts, y)
+}
+
+/// A weight-row dot bound to one validated activation.
+enum Bound<'a> {
+    Q8K(Q8KFn, &'a Q8KRow),
+    Q80(Q80Fn, &'a Q8_0Row),
+    F32(GgmlType, &'a [f32]),
+}
+
+impl Bound<'_> {
+    #[inline]
+    fn dot(&self, w: &[u8]) -> f32 {
+        match self {
+            Bound::Q8K(f, a) => f(w, a),
+            Bound::Q80(f, a) => f(w, a),
+            Bound::F32(ty, x) => dot_f32_unchecked(*ty, w, x),
+        }
+    }
+}
+
+/// Validates an activation for `cols`-wide rows of `ty` (the matrix itself is checked by
+/// `check_matrix`) and picks the kernel.
+fn bind<'a>(ty: GgmlType, cols: usize, act: &'a Activation<'_>) -> Result<Bound<'a>, QuantError> {
+    let len = match act {
+        Activation::Q8K(a) => a.len(),
+        Activation::Q8_0(a) => a.len(),
+        Activation::F32(x) => x.len(),
+    };
+    if len != cols {
+        return Err(QuantError::Length {
+            what: "activation",
+            expected: cols,
+            got: len,
+        });
+    }
+    Ok(match act {
         Activation::Q8K(a) => {
-            if a.len() != cols {
-                return Err(QuantError::Length {
-                    what: "Q8_K activation",
-                    expected: cols,
-                    got: a.len(),
+            if !matches!(ty, GgmlType::Q2K | GgmlType::Q4K | GgmlType::Iq2Xxs) {
+                return Err(QuantError::Unsupported {
+                    ty,
+                    op: "matvec with a Q8_K activation",
                 });
             }
-            check_q8k(ty, &weights[..rb], a)?;
-            let f = q8k_fn(ty);
-            for (w, o) in rows_iter {
-                *o = f(w, a);
-            }
+            Bound::Q8K(q8k_fn(ty), a)
         }
         Activation::Q8_0(a) => {
             if ty != GgmlType::Q8_0 {
@@ -126,33 +232,10 @@ pub fn matvec_prepared(
                     op: "matvec with a Q8_0 activation",
                 });
             }
-            if a.len() != cols {
-                return Err(QuantError::Length {
-                    what: "Q8_0 activation",
-                    expected: cols,
-                    got: a.len(),
-                });
-            }
-            check_q8_0(&weights[..rb], a)?;
-            let f = q8_0_fn();
-            for (w, o) in rows_iter {
-                *o = f(w, a);
-            }
+            Bound::Q80(q8_0_fn(), a)
         }
-        Activation::F32(x) => {
-            if x.len() != cols {
-                return Err(QuantError::Length {
-                    what: "activation vector",
-                    expected: cols,
-                    got: x.len(),
-                });
-            }
-            for (w, o) in rows_iter {
-                *o = dot_f32_unchecked(ty, w, x);
-            }
-        }
-    }
-    Ok(())
+        Activation::F32(x) => Bound::F32(ty, x),
+    })
 }
 
 /// Fast Q2_K / Q4_K / IQ2_XXS · Q8_K dot (bit-identical to [`reference::vec_dot_q8k`]);
