@@ -1,7 +1,7 @@
 //! Fast dot products and a single-threaded matrix-vector product for the CPU forward pass.
 //!
-//! On x86_64 with AVX2 + FMA (detected at run time) the dots use SIMD; elsewhere they fall back
-//! to the scalar [`reference`](crate::reference). The quantized dots (Q8_0·Q8_0, Q2_K/Q4_K/
+//! On x86_64 with AVX2 + FMA + F16C (detected at run time) the dots use SIMD; elsewhere (or with
+//! `DS4_QUANT_NO_SIMD` set) they fall back to the scalar [`reference`](crate::reference). The quantized dots (Q8_0·Q8_0, Q2_K/Q4_K/
 //! IQ2_XXS·Q8_K) compute the same exact integer block sums and the same f32 operations in the
 //! same order as the reference, so they are **bit-identical** to it. The f32-activation dots
 //! (F32/F16/BF16 weights) accumulate in f32 lanes, flushed to f64 every 256 elements; they agree
@@ -267,18 +267,25 @@ pub fn vec_dot_f32(ty: GgmlType, w_row: &[u8], x: &[f32]) -> f32 {
 type Q8KFn = fn(&[u8], &Q8KRow) -> f32;
 type Q80Fn = fn(&[u8], &Q8_0Row) -> f32;
 
-/// Whether the AVX2 paths are in use on this machine.
+/// Whether the AVX2 paths are in use: x86_64 with AVX2, FMA and F16C, unless the environment
+/// variable `DS4_QUANT_NO_SIMD` is set (read once) to force the scalar fallback.
 pub fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static SIMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SIMD.get_or_init(|| {
+        if std::env::var_os("DS4_QUANT_NO_SIMD").is_some() {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 fn q8k_fn(ty: GgmlType) -> Q8KFn {
