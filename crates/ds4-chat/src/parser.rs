@@ -714,11 +714,8 @@ impl OutputParser {
             }
             BState::InvokeTag => {
                 let r = &self.buf[self.pos..];
-                let Some(k) = r[self.scan..]
-                    .iter()
-                    .position(|&c| c == b'>')
-                    .map(|k| k + self.scan)
-                else {
+                let scan = self.scan.min(r.len());
+                let Some(k) = r[scan..].iter().position(|&c| c == b'>').map(|k| k + scan) else {
                     if !fin && r.len() <= MAX_TAG {
                         self.scan = r.len();
                         return false;
@@ -798,11 +795,8 @@ impl OutputParser {
             }
             BState::ParamTag => {
                 let r = &self.buf[self.pos..];
-                let Some(k) = r[self.scan..]
-                    .iter()
-                    .position(|&c| c == b'>')
-                    .map(|k| k + self.scan)
-                else {
+                let scan = self.scan.min(r.len());
+                let Some(k) = r[scan..].iter().position(|&c| c == b'>').map(|k| k + scan) else {
                     if !fin && r.len() <= MAX_TAG {
                         self.scan = r.len();
                         return false;
