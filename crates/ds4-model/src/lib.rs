@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod gguf;
 pub mod model;
 pub mod npy;
 pub mod quantsim;
@@ -13,5 +14,6 @@ pub mod weights;
 
 pub use backend::{Backend, Cpu};
 pub use config::{AttnKind, Config};
+pub use gguf::{dump_logits, load, GgufSource};
 pub use model::{state_values_per_token, Model, Numerics, Session, Want};
 pub use weights::{MemSource, TensorData, TensorSource};

@@ -168,39 +168,14 @@ pub fn expect(src: &dyn TensorSource, name: &str, dims: &[usize]) -> Result<Tens
 
 /// Decode one row (or any whole-block run) of `ty` into f32.
 pub fn decode_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    match ty {
-        GgmlType::F32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        GgmlType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        GgmlType::Bf16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        GgmlType::Q8_0 => {
-            for (ob, blk) in out.chunks_mut(32).zip(bytes.chunks_exact(34)) {
-                let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-                for (o, &q) in ob.iter_mut().zip(&blk[2..]) {
-                    *o = d * (q as i8) as f32;
-                }
-            }
-        }
-        other => bail!("weights of type {other} are not supported by the CPU backend"),
+    if ty == GgmlType::I32 {
+        bail!("I32 tensors hold indices, not weights");
     }
-    Ok(())
+    ds4_quant::dequantize_row(ty, bytes, out)
+        .map_err(|e| anyhow::anyhow!("decoding a {ty} row: {e}"))
 }
 
 /// Whether [`decode_row`] handles `ty`.
 pub fn decodable(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 | GgmlType::Q8_0
-    )
+    !matches!(ty, GgmlType::I32 | GgmlType::Q8K)
 }

@@ -112,3 +112,90 @@ fn exact_matches_transformers_a_whole() {
 fn exact_matches_transformers_b_whole() {
     whole("b");
 }
+
+/// Deterministic chunk lengths summing to `n` (xorshift; lengths 1..=max).
+fn splits(n: usize, seed: u64, max: usize) -> Vec<usize> {
+    let mut s = seed | 1;
+    let mut out = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let l = (1 + (s % max as u64) as usize).min(left);
+        out.push(l);
+        left -= l;
+    }
+    out
+}
+
+fn chunked(f: &Fixture, lens: &[usize], what: &str) -> f32 {
+    let mut s = f.model.session(Numerics::Exact);
+    let mut start = 0;
+    let mut worst = 0f32;
+    for &l in lens {
+        let got = f
+            .model
+            .forward(&mut s, &f.tokens[start..start + l], Want::All)
+            .unwrap();
+        worst = worst.max(compare(f, start, &got, what));
+        start += l;
+    }
+    assert_eq!(s.pos(), f.tokens.len());
+    worst
+}
+
+fn decoded(f: &Fixture, what: &str) -> f32 {
+    let mut s = f.model.session(Numerics::Exact);
+    let mut worst = 0f32;
+    for (i, &t) in f.tokens.iter().enumerate() {
+        let got = f.model.forward(&mut s, &[t], Want::Last).unwrap();
+        worst = worst.max(compare(f, i, &got, what));
+    }
+    worst
+}
+
+#[test]
+fn exact_matches_transformers_a_chunked_and_decoded() {
+    let f = load("a");
+    for seed in [1u64, 7, 42] {
+        let lens = splits(f.tokens.len(), seed, 23);
+        let w = chunked(&f, &lens, &format!("a chunks {lens:?}"));
+        eprintln!("fixture a: chunks {lens:?}: {w:e}");
+    }
+    // chunk boundaries on and around window / ratio edges
+    let w = chunked(&f, &[1, 3, 4, 5, 3, 16, 17, 15, 36], "a edge chunks");
+    eprintln!("fixture a: edge chunks: {w:e}");
+    let w = decoded(&f, "a decode");
+    eprintln!("fixture a: token-by-token: {w:e}");
+}
+
+#[test]
+fn exact_matches_transformers_b_chunked() {
+    let f = load("b");
+    let lens = splits(f.tokens.len(), 99, 300);
+    let w = chunked(&f, &lens, "b random chunks");
+    eprintln!("fixture b: chunks {lens:?}: {w:e}");
+}
+
+#[test]
+fn exact_matches_transformers_b_decoded() {
+    let f = load("b");
+    // prefill up to just before the first HCA row, then decode past the
+    // indexer's first pruning (position 2051) one token at a time
+    let mut s = f.model.session(Numerics::Exact);
+    let pre = 127;
+    let got = f
+        .model
+        .forward(&mut s, &f.tokens[..pre], Want::All)
+        .unwrap();
+    let mut worst = compare(&f, 0, &got, "b prefill");
+    for i in pre..f.tokens.len() {
+        let got = f
+            .model
+            .forward(&mut s, &f.tokens[i..i + 1], Want::Last)
+            .unwrap();
+        worst = worst.max(compare(&f, i, &got, "b decode"));
+    }
+    eprintln!("fixture b: prefill 127 + token-by-token: {worst:e}");
+}
