@@ -301,6 +301,23 @@ fn property_token_stream_split_invariance() {
         }
         assert_eq!(feed(chunks), per_token, "{output:?}");
         assert_eq!(feed(vec![bytes.to_vec()]), per_token);
+        // Split at every token position and at every byte position.
+        let mut at = 0;
+        for &id in &ids {
+            at += tok().token_bytes(id).unwrap().len();
+            assert_eq!(
+                feed(vec![bytes[..at].to_vec(), bytes[at..].to_vec()]),
+                per_token,
+                "token split at {at}"
+            );
+        }
+        for i in 0..=bytes.len() {
+            assert_eq!(
+                feed(vec![bytes[..i].to_vec(), bytes[i..].to_vec()]),
+                per_token,
+                "byte split at {i}"
+            );
+        }
     }
 }
 
