@@ -126,6 +126,7 @@ fn corpus_is_large_and_covers_every_kind() {
         "digits",
         "specials",
         "unicode",
+        "runs",
         "mixed",
         "sweep",
     ] {

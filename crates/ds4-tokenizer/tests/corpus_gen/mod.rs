@@ -715,6 +715,93 @@ fn random_unicode(rng: &mut Rng) -> String {
     s
 }
 
+/// Pieces chosen to sit on the boundaries of the regex classes.
+const RUN_PIECES: &[&str] = &[
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\r",
+    " \n ",
+    "\u{a0}",
+    "\u{3000}",
+    "\u{85}",
+    "\u{2028}",
+    "abc",
+    "Ab",
+    "é",
+    "\u{301}",
+    "\u{489}",
+    "\u{93f}",
+    "中文",
+    "ひら",
+    "カタ",
+    "ー",
+    "・",
+    "゠",
+    "\u{3040}",
+    "\u{309f}",
+    "\u{4dff}",
+    "\u{9fa5}",
+    "\u{9fa6}",
+    "123",
+    "٣٤",
+    "①",
+    "½",
+    "²",
+    "!",
+    ".",
+    "\"",
+    "'",
+    "«",
+    "»",
+    "…",
+    "€",
+    "🎉",
+    "👍🏽",
+    "\u{200d}",
+    "\u{fe0f}",
+    "<",
+    ">",
+    "/",
+    "_",
+    "-",
+    "x",
+    "\0",
+    "\u{1}",
+    "\u{7f}",
+    "\u{e000}",
+    "\u{e0001}",
+    "\u{1f3fb}",
+    "한국",
+    "ก",
+    "\u{e31}",
+    "ا",
+    "\u{64b}",
+    "ß",
+    "Ω",
+    "ǅ",
+    "ʰ",
+    "Ġ",
+    "Ċ",
+    "▁",
+    "｜",
+    "<｜",
+    "｜>",
+];
+
+fn runs(rng: &mut Rng) -> String {
+    let mut s = String::new();
+    for _ in 0..rng.range(20, 600) {
+        let p = rng.pick(RUN_PIECES);
+        for _ in 0..rng.pick(&[1, 1, 1, 2, 3, 5]) {
+            s.push_str(p);
+        }
+    }
+    s
+}
+
 fn mixed(rng: &mut Rng, specials: &[String]) -> String {
     let mut s = String::new();
     for _ in 0..rng.range(2, 6) {
@@ -785,6 +872,7 @@ pub fn corpus(specials: &[String]) -> Vec<Doc> {
         "digits",
         "specials",
         "unicode",
+        "runs",
         "mixed",
     ];
     // Every added token alone and between words.
@@ -814,6 +902,7 @@ pub fn corpus(specials: &[String]) -> Vec<Doc> {
                 "digits" => digits(&mut rng),
                 "specials" => specials_doc(&mut rng, specials),
                 "unicode" => random_unicode(&mut rng),
+                "runs" => runs(&mut rng),
                 _ => mixed(&mut rng, specials),
             };
             let _ = round;
