@@ -1,0 +1,523 @@
+//! POST /v1/responses (OpenAI Responses; spec §1.8, §1.9, chat-and-tools §3.6.3).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use ds4_chat::parser::{Event as PEvent, OutputParser, ParsedMessage, ParserOptions};
+use ds4_chat::Json;
+use ds4_engine::{Finish, Usage};
+
+use crate::error::ApiKind;
+use crate::jsonw::J;
+use crate::openai::{end_cause, finish_reason, parse_output, parsed_finish};
+use crate::sse::{self, Projector};
+use crate::{
+    check_auth, json_ok, now_secs, prepare_chat, random_hex, read_json, remember_tools, submit,
+    trace_begin, ApiError, AppState,
+};
+
+pub fn usage_responses(u: &Usage) -> J {
+    J::obj()
+        .with("input_tokens", u.prompt_tokens)
+        .with(
+            "input_tokens_details",
+            J::obj()
+                .with("cached_tokens", u.cached_tokens)
+                .with("cache_write_tokens", u.cache_write_tokens()),
+        )
+        .with("output_tokens", u.completion_tokens)
+        .with(
+            "output_tokens_details",
+            J::obj().with("reasoning_tokens", 0i64),
+        )
+        .with("total_tokens", u.prompt_tokens + u.completion_tokens)
+}
+
+/// Overall status from the OpenAI-style finish reason.
+fn status_of(fr: &str) -> &'static str {
+    match fr {
+        "length" => "incomplete",
+        "error" => "failed",
+        _ => "completed",
+    }
+}
+
+pub async fn responses(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match inner(st, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let api = ApiKind::Responses;
+    check_auth(&st, &headers, api)?;
+    let (json, raw) = read_json(&st, body, api).await?;
+    for k in ["previous_response_id", "conversation"] {
+        if !matches!(json.get(k), None | Some(Json::Null)) {
+            return Err(ApiError::bad_request(
+                api,
+                format!("{k} is not supported; replay full input instead"),
+            ));
+        }
+    }
+    let p = prepare_chat(&st, &json, raw, api, ds4_chat::responses)?;
+    let trace = trace_begin(&st, &p, "/v1/responses");
+    let handle = submit(&st, &p, true)?;
+    st.next_id();
+    let ids = Ids::new();
+    let created = now_secs();
+    let mut opts = ParserOptions::new(p.mode.is_thinking(), p.tools_active);
+    opts.id_prefix = "call_".into();
+    if p.fields.stream {
+        let proj = ResponsesStream {
+            st: st.clone(),
+            ids,
+            created,
+            model: p.model.clone(),
+            summary: p.reasoning_summary,
+            parser: OutputParser::new(opts),
+            seq: 0,
+            next_output: 0,
+            reasoning: None,
+            message: None,
+            reasoning_text: String::new(),
+            message_text: String::new(),
+            reasoning_done: false,
+        };
+        return Ok(sse::stream(st.clone(), &p, handle, Box::new(proj), trace).await);
+    }
+    let o = sse::collect(&st, &p, handle, trace).await?;
+    let finish = o.finish.clone().unwrap_or(Finish::Eos);
+    let (events, msg) = parse_output(
+        &o.text,
+        p.mode.is_thinking(),
+        p.tools_active,
+        "call_",
+        end_cause(&finish),
+    );
+    remember_tools(&st, &msg.raw_blocks);
+    let fr = finish_reason(&finish, parsed_finish(&events, &msg));
+    let mut output = Vec::new();
+    let item_status = if fr == "length" || fr == "error" {
+        "incomplete"
+    } else {
+        "completed"
+    };
+    if p.reasoning_summary && !msg.reasoning.is_empty() {
+        output.push(reasoning_item(&ids.rs, item_status, &msg.reasoning));
+    }
+    if !msg.content.is_empty() {
+        output.push(message_item(&ids.msg, item_status, Some(&msg.content)));
+    }
+    for c in function_items(&msg, item_status) {
+        output.push(c);
+    }
+    Ok(json_ok(
+        response_object(
+            &ids.resp,
+            created,
+            &p.model,
+            status_of(fr),
+            output,
+            Some(&o.usage),
+        ),
+        false,
+    ))
+}
+
+struct Ids {
+    resp: String,
+    rs: String,
+    msg: String,
+}
+
+impl Ids {
+    fn new() -> Ids {
+        Ids {
+            resp: format!("resp_{}", random_hex(12)),
+            rs: format!("rs_{}", random_hex(12)),
+            msg: format!("msg_{}", random_hex(12)),
+        }
+    }
+}
+
+fn reasoning_item(id: &str, status: &str, text: &str) -> J {
+    let summary = if text.is_empty() && status == "in_progress" {
+        J::Arr(vec![])
+    } else {
+        J::Arr(vec![J::obj()
+            .with("type", "summary_text")
+            .with("text", text)])
+    };
+    J::obj()
+        .with("id", id)
+        .with("type", "reasoning")
+        .with("status", status)
+        .with("summary", summary)
+}
+
+fn output_text_part(text: &str) -> J {
+    J::obj()
+        .with("type", "output_text")
+        .with("text", text)
+        .with("annotations", J::Arr(vec![]))
+}
+
+fn message_item(id: &str, status: &str, text: Option<&str>) -> J {
+    let content = match text {
+        Some(t) => J::Arr(vec![output_text_part(t)]),
+        None => J::Arr(vec![]),
+    };
+    J::obj()
+        .with("id", id)
+        .with("type", "message")
+        .with("status", status)
+        .with("role", "assistant")
+        .with("content", content)
+}
+
+fn function_item(fc_id: &str, status: &str, name: &str, call_id: &str, args: &str) -> J {
+    J::obj()
+        .with("id", fc_id)
+        .with("type", "function_call")
+        .with("status", status)
+        .with("name", name)
+        .with("call_id", call_id)
+        .with("arguments", args)
+}
+
+fn function_items(msg: &ParsedMessage, status: &str) -> Vec<J> {
+    msg.tool_calls
+        .iter()
+        .map(|c| {
+            function_item(
+                &format!("fc_{}", random_hex(12)),
+                status,
+                &c.name,
+                &c.id,
+                &c.arguments,
+            )
+        })
+        .collect()
+}
+
+fn response_object(
+    id: &str,
+    created: i64,
+    model: &str,
+    status: &str,
+    output: Vec<J>,
+    usage: Option<&Usage>,
+) -> J {
+    let mut j = J::obj()
+        .with("id", id)
+        .with("object", "response")
+        .with("created_at", created)
+        .with("status", status)
+        .with("model", model);
+    match status {
+        "incomplete" => j.push("incomplete_details", J::obj().with("reason", "max_tokens")),
+        "failed" => j.push(
+            "error",
+            J::obj()
+                .with("code", "server_error")
+                .with("message", "generation failed"),
+        ),
+        _ => {}
+    }
+    j.push("output", J::Arr(output));
+    if let Some(u) = usage {
+        j.push("usage", usage_responses(u));
+    }
+    j
+}
+
+struct ResponsesStream {
+    st: Arc<AppState>,
+    ids: Ids,
+    created: i64,
+    model: String,
+    summary: bool,
+    parser: OutputParser,
+    seq: u64,
+    next_output: usize,
+    /// Output index of the reasoning item, once added.
+    reasoning: Option<usize>,
+    message: Option<usize>,
+    reasoning_text: String,
+    message_text: String,
+    reasoning_done: bool,
+}
+
+impl ResponsesStream {
+    fn emit(&mut self, ty: &str, rest: J, out: &mut Vec<String>) {
+        let mut j = J::obj().with("type", ty).with("sequence_number", self.seq);
+        self.seq += 1;
+        if let J::Obj(m) = rest {
+            for (k, v) in m {
+                j.push(&k, v);
+            }
+        }
+        out.push(sse::data(&j.to_json()));
+    }
+
+    fn frames(&mut self, evs: Vec<PEvent>, out: &mut Vec<String>) {
+        for e in evs {
+            match e {
+                PEvent::ReasoningDelta(s) if !s.is_empty() && self.summary => {
+                    let oi = match self.reasoning {
+                        Some(i) => i,
+                        None => {
+                            let i = self.next_output;
+                            self.next_output += 1;
+                            self.reasoning = Some(i);
+                            let item = reasoning_item(&self.ids.rs, "in_progress", "");
+                            self.emit(
+                                "response.output_item.added",
+                                J::obj().with("output_index", i).with("item", item),
+                                out,
+                            );
+                            let rs = self.ids.rs.clone();
+                            self.emit(
+                                "response.reasoning_summary_part.added",
+                                J::obj()
+                                    .with("item_id", rs)
+                                    .with("output_index", i)
+                                    .with("summary_index", 0i64)
+                                    .with(
+                                        "part",
+                                        J::obj().with("type", "summary_text").with("text", ""),
+                                    ),
+                                out,
+                            );
+                            i
+                        }
+                    };
+                    self.reasoning_text.push_str(&s);
+                    let rs = self.ids.rs.clone();
+                    self.emit(
+                        "response.reasoning_summary_text.delta",
+                        J::obj()
+                            .with("item_id", rs)
+                            .with("output_index", oi)
+                            .with("summary_index", 0i64)
+                            .with("delta", s),
+                        out,
+                    );
+                }
+                PEvent::ReasoningEnd => self.reasoning_done = true,
+                PEvent::TextDelta(s) if !s.is_empty() => {
+                    let oi = match self.message {
+                        Some(i) => i,
+                        None => {
+                            let i = self.next_output;
+                            self.next_output += 1;
+                            self.message = Some(i);
+                            let item = message_item(&self.ids.msg, "in_progress", None);
+                            self.emit(
+                                "response.output_item.added",
+                                J::obj().with("output_index", i).with("item", item),
+                                out,
+                            );
+                            let mid = self.ids.msg.clone();
+                            self.emit(
+                                "response.content_part.added",
+                                J::obj()
+                                    .with("item_id", mid)
+                                    .with("output_index", i)
+                                    .with("content_index", 0i64)
+                                    .with("part", output_text_part("")),
+                                out,
+                            );
+                            i
+                        }
+                    };
+                    self.message_text.push_str(&s);
+                    let mid = self.ids.msg.clone();
+                    self.emit(
+                        "response.output_text.delta",
+                        J::obj()
+                            .with("item_id", mid)
+                            .with("output_index", oi)
+                            .with("content_index", 0i64)
+                            .with("delta", s),
+                        out,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Projector for ResponsesStream {
+    fn start(&mut self, _u: &Usage) -> Vec<String> {
+        let mut out = Vec::new();
+        let r = J::obj()
+            .with("id", self.ids.resp.as_str())
+            .with("object", "response")
+            .with("created_at", self.created)
+            .with("status", "in_progress")
+            .with("model", self.model.as_str())
+            .with("output", J::Arr(vec![]));
+        self.emit("response.created", J::obj().with("response", r), &mut out);
+        out
+    }
+
+    fn text(&mut self, s: &str) -> Vec<String> {
+        let evs = self.parser.push(s.as_bytes());
+        let mut out = Vec::new();
+        self.frames(evs, &mut out);
+        out
+    }
+
+    fn finish(&mut self, finish: &Finish, usage: &Usage) -> Vec<String> {
+        let evs = self.parser.finish_with(end_cause(finish));
+        let pf = parsed_finish(&evs, self.parser.message());
+        let mut out = Vec::new();
+        self.frames(evs, &mut out);
+        let msg = self.parser.message().clone();
+        remember_tools(&self.st, &msg.raw_blocks);
+        let fr = finish_reason(finish, pf);
+        let item_status = if fr == "length" || fr == "error" {
+            "incomplete"
+        } else {
+            "completed"
+        };
+        // (index, item) of the final output list.
+        let mut final_items: Vec<(usize, J)> = Vec::new();
+        if let Some(oi) = self.reasoning {
+            let rs = self.ids.rs.clone();
+            let text = self.reasoning_text.clone();
+            self.emit(
+                "response.reasoning_summary_text.done",
+                J::obj()
+                    .with("item_id", rs.as_str())
+                    .with("output_index", oi)
+                    .with("summary_index", 0i64)
+                    .with("text", text.as_str()),
+                &mut out,
+            );
+            self.emit(
+                "response.reasoning_summary_part.done",
+                J::obj()
+                    .with("item_id", rs.as_str())
+                    .with("output_index", oi)
+                    .with("summary_index", 0i64)
+                    .with(
+                        "part",
+                        J::obj()
+                            .with("type", "summary_text")
+                            .with("text", text.as_str()),
+                    ),
+                &mut out,
+            );
+            let st = if self.reasoning_done {
+                "completed"
+            } else {
+                "incomplete"
+            };
+            let item = reasoning_item(&rs, st, &text);
+            self.emit(
+                "response.output_item.done",
+                J::obj().with("output_index", oi).with("item", item.clone()),
+                &mut out,
+            );
+            final_items.push((oi, item));
+        }
+        if let Some(oi) = self.message {
+            let mid = self.ids.msg.clone();
+            let text = self.message_text.clone();
+            self.emit(
+                "response.output_text.done",
+                J::obj()
+                    .with("item_id", mid.as_str())
+                    .with("output_index", oi)
+                    .with("content_index", 0i64)
+                    .with("text", text.as_str()),
+                &mut out,
+            );
+            self.emit(
+                "response.content_part.done",
+                J::obj()
+                    .with("item_id", mid.as_str())
+                    .with("output_index", oi)
+                    .with("content_index", 0i64)
+                    .with("part", output_text_part(&text)),
+                &mut out,
+            );
+            let item = message_item(&mid, item_status, Some(&text));
+            self.emit(
+                "response.output_item.done",
+                J::obj().with("output_index", oi).with("item", item.clone()),
+                &mut out,
+            );
+            final_items.push((oi, item));
+        }
+        for c in &msg.tool_calls {
+            let oi = self.next_output;
+            self.next_output += 1;
+            let fc = format!("fc_{}", random_hex(12));
+            let added = function_item(&fc, "in_progress", &c.name, &c.id, "");
+            self.emit(
+                "response.output_item.added",
+                J::obj().with("output_index", oi).with("item", added),
+                &mut out,
+            );
+            self.emit(
+                "response.function_call_arguments.delta",
+                J::obj()
+                    .with("item_id", fc.as_str())
+                    .with("output_index", oi)
+                    .with("delta", c.arguments.as_str()),
+                &mut out,
+            );
+            self.emit(
+                "response.function_call_arguments.done",
+                J::obj()
+                    .with("item_id", fc.as_str())
+                    .with("output_index", oi)
+                    .with("name", c.name.as_str())
+                    .with("arguments", c.arguments.as_str()),
+                &mut out,
+            );
+            let item = function_item(&fc, item_status, &c.name, &c.id, &c.arguments);
+            self.emit(
+                "response.output_item.done",
+                J::obj().with("output_index", oi).with("item", item.clone()),
+                &mut out,
+            );
+            final_items.push((oi, item));
+        }
+        final_items.sort_by_key(|(i, _)| *i);
+        let status = status_of(fr);
+        let resp = response_object(
+            &self.ids.resp,
+            self.created,
+            &self.model,
+            status,
+            final_items.into_iter().map(|(_, j)| j).collect(),
+            Some(usage),
+        );
+        let ty = match status {
+            "incomplete" => "response.incomplete",
+            "failed" => "response.failed",
+            _ => "response.completed",
+        };
+        self.emit(ty, J::obj().with("response", resp), &mut out);
+        out
+    }
+
+    fn error(&mut self, msg: &str) -> Vec<String> {
+        vec![crate::openai::openai_error_frame(msg)]
+    }
+}
