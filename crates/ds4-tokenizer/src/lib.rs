@@ -327,6 +327,12 @@ impl Tokenizer {
     /// `encode(text, add_special_tokens=False)`. No BOS/EOS is added.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 4);
+        self.encode_into(text, &mut out);
+        out
+    }
+
+    /// [`Tokenizer::encode`] appending to `out` (no merge crosses into what `out` holds).
+    pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
         let mut syms = Vec::new();
         let s = text.as_bytes();
         let mut seg = 0;
@@ -336,7 +342,7 @@ impl Tokenizer {
                 if let Some((len, id)) = self.added.longest_at(s, i) {
                     // Matches start at a token's first byte, which is never a UTF-8
                     // continuation byte, so `i` is a char boundary.
-                    self.encode_ordinary_into(&text[seg..i], &mut out, &mut syms);
+                    self.encode_ordinary_into(&text[seg..i], out, &mut syms);
                     out.push(id);
                     i += len;
                     seg = i;
@@ -345,8 +351,7 @@ impl Tokenizer {
             }
             i += 1;
         }
-        self.encode_ordinary_into(&text[seg..], &mut out, &mut syms);
-        out
+        self.encode_ordinary_into(&text[seg..], out, &mut syms);
     }
 
     /// Like [`Tokenizer::encode`], but fails instead of dropping bytes that an incomplete

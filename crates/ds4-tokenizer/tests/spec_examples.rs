@@ -101,6 +101,17 @@ fn spec_1_8_examples() {
 }
 
 #[test]
+fn encode_into_appends_without_merging_across_calls() {
+    let t = tok();
+    let mut out = t.encode("Hello");
+    t.encode_into(" world<think>", &mut out);
+    let mut want = t.encode("Hello");
+    want.extend(t.encode(" world<think>"));
+    assert_eq!(out, want);
+    assert_eq!(out.last(), Some(&128821));
+}
+
+#[test]
 fn encode_ordinary_ignores_added_tokens() {
     let t = tok();
     let ids = t.encode_ordinary("<｜User｜>");
