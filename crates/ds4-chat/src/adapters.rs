@@ -293,8 +293,10 @@ fn model_of(body: &Json) -> Result<String, ChatError> {
 fn response_format_of(v: Option<&Json>) -> Option<Json> {
     match v {
         None | Some(Json::Null) => None,
-        // The default plain-text format adds no schema.
+        // The default plain-text format adds no schema; an empty object is
+        // falsy for the official encoder.
         Some(rf) if rf.get("type").and_then(Json::as_str) == Some("text") => None,
+        Some(Json::Object(m)) if m.is_empty() => None,
         Some(rf) => Some(rf.clone()),
     }
 }

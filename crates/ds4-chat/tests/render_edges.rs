@@ -580,3 +580,24 @@ fn completion_prompt_wrapper() {
         format!("{BOS}{REASONING_EFFORT_MAX}You are a helpful assistant{USER}P{ASSISTANT}<think>")
     );
 }
+
+#[test]
+fn response_format_request_level() {
+    let q = r#""model":"deepseek-chat","messages":[{"role":"system","content":"S"},{"role":"user","content":"q"}]"#;
+    let want = format!(
+        "{BOS}S\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n{{\"type\": \"json_object\"}}{USER}q{ASSISTANT}</think>"
+    );
+    assert_eq!(
+        dump(&format!(
+            r#"{{"response_format":{{"type":"json_object"}},{q}}}"#
+        )),
+        want
+    );
+    let plain = format!("{BOS}S{USER}q{ASSISTANT}</think>");
+    assert_eq!(
+        dump(&format!(r#"{{"response_format":{{"type":"text"}},{q}}}"#)),
+        plain
+    );
+    assert_eq!(dump(&format!(r#"{{"response_format":{{}},{q}}}"#)), plain);
+    assert_eq!(dump(&format!(r#"{{"response_format":null,{q}}}"#)), plain);
+}
