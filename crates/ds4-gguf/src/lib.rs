@@ -2,6 +2,7 @@
 //! streaming writer, plus the DeepSeek V4 Flash layout tools.
 //! Spec: shared/spec/gguf-layout.md §6 (container), §3 (tensor types).
 
+pub mod convert;
 pub mod error;
 pub mod layout;
 pub mod reader;
