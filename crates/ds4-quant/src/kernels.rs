@@ -151,8 +151,34 @@ pub fn matmul_prepared(
         y.fill(0.0);
         return Ok(());
     }
+    // Q8_K activations: weight blocks decoded once per 4 tokens
+    let q8k: Vec<&Q8KRow> = dots
+        .iter()
+        .filter_map(|d| match d {
+            Bound::Q8K(_, a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    let multi = if q8k.len() == n_tok {
+        q8k_fn4(ty)
+    } else {
+        None
+    };
+    let full = if multi.is_some() {
+        n_tok / MULTI * MULTI
+    } else {
+        0
+    };
     for (r, w) in weights.chunks_exact(rb).enumerate() {
-        for (t, dot) in dots.iter().enumerate() {
+        if let Some(f) = multi {
+            for t0 in (0..full).step_by(MULTI) {
+                let v = f(w, [q8k[t0], q8k[t0 + 1], q8k[t0 + 2], q8k[t0 + 3]]);
+                for (k, val) in v.into_iter().enumerate() {
+                    y[(t0 + k) * rows + r] = val;
+                }
+            }
+        }
+        for (t, dot) in dots.iter().enumerate().skip(full) {
             y[t * rows + r] = dot.dot(w);
         }
     }
@@ -292,9 +318,9 @@ fn q8k_fn(ty: GgmlType) -> Q8KFn {
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
         return match ty {
-            GgmlType::Q2K => |w, a| unsafe { x86::dot_q2k(w, a) },
-            GgmlType::Q4K => |w, a| unsafe { x86::dot_q4k(w, a) },
-            _ => |w, a| unsafe { x86::dot_iq2xxs(w, a) },
+            GgmlType::Q2K => |w, a| unsafe { x86::dot_q2k_n::<1>(w, [a])[0] },
+            GgmlType::Q4K => |w, a| unsafe { x86::dot_q4k_n::<1>(w, [a])[0] },
+            _ => |w, a| unsafe { x86::dot_iq2xxs_n::<1>(w, [a])[0] },
         };
     }
     match ty {
@@ -302,6 +328,24 @@ fn q8k_fn(ty: GgmlType) -> Q8KFn {
         GgmlType::Q4K => |w, a| reference::vec_dot_q8k(GgmlType::Q4K, w, a),
         _ => |w, a| reference::vec_dot_q8k(GgmlType::Iq2Xxs, w, a),
     }
+}
+
+/// Tokens per pass of the multi-row Q8_K kernels.
+const MULTI: usize = 4;
+type Q8KFn4 = fn(&[u8], [&Q8KRow; MULTI]) -> [f32; MULTI];
+
+/// The 4-row Q8_K kernel for `ty`, when SIMD is in use.
+fn q8k_fn4(ty: GgmlType) -> Option<Q8KFn4> {
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        return Some(match ty {
+            GgmlType::Q2K => |w, a| unsafe { x86::dot_q2k_n::<MULTI>(w, a) },
+            GgmlType::Q4K => |w, a| unsafe { x86::dot_q4k_n::<MULTI>(w, a) },
+            _ => |w, a| unsafe { x86::dot_iq2xxs_n::<MULTI>(w, a) },
+        });
+    }
+    let _ = ty;
+    None
 }
 
 fn q8_0_fn() -> Q80Fn {
@@ -379,62 +423,71 @@ mod x86 {
         acc
     }
 
-    /// Q4_K · Q8_K. Lengths checked by the caller.
+    // The Q8_K dots take N activation rows at once (N = 1 for a plain dot): the weight block is
+    // decoded once and applied to every row. Integer block sums are exact and the per-block f32
+    // operations are those of the reference, in the same order, for each row independently, so
+    // every N gives bit-identical results.
+
+    /// Q4_K · Q8_K for N activation rows. Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q4k(w: &[u8], a: &Q8KRow) -> f32 {
+    pub(super) unsafe fn dot_q4k_n<const N: usize>(w: &[u8], a: [&Q8KRow; N]) -> [f32; N] {
         let m4 = _mm256_set1_epi8(0x0F);
-        let mut acc = 0f32;
+        let mut acc = [0f32; N];
         for (b, blk) in w.chunks_exact(144).enumerate() {
-            let q8 = (a.qs.as_ptr() as *const u8).add(256 * b);
-            let bs = &a.bsums[16 * b..16 * b + 16];
             let scales = &blk[4..16];
-            let mut summ = 0i32;
             let mut sc = [0i16; 8];
+            let mut mn = [0i32; 8];
             for j in 0..8 {
                 let (s, m) = q4k_scale_min(scales, j);
                 sc[j] = s as i16;
-                summ += m as i32 * (bs[2 * j] as i32 + bs[2 * j + 1] as i32);
+                mn[j] = m as i32;
             }
-            let mut sumv = _mm256_setzero_si256();
+            let mut sumv = [_mm256_setzero_si256(); N];
             let qs = blk.as_ptr().add(16);
             for p in 0..4 {
                 let q4 = load(qs.add(32 * p));
                 let lo = _mm256_and_si256(q4, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
-                let plo = _mm256_maddubs_epi16(lo, load(q8.add(64 * p)));
-                let phi = _mm256_maddubs_epi16(hi, load(q8.add(64 * p + 32)));
-                let slo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * p]));
-                let shi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * p + 1]));
-                sumv = _mm256_add_epi32(sumv, _mm256_add_epi32(slo, shi));
+                let slo = _mm256_set1_epi16(sc[2 * p]);
+                let shi = _mm256_set1_epi16(sc[2 * p + 1]);
+                for t in 0..N {
+                    let q8 = (a[t].qs.as_ptr() as *const u8).add(256 * b + 64 * p);
+                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(q8)), slo);
+                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(q8.add(32))), shi);
+                    sumv[t] = _mm256_add_epi32(sumv[t], _mm256_add_epi32(plo, phi));
+                }
             }
-            let sumi = hsum_i32(sumv);
-            acc += combine_k(a.d[b], rd_f16(blk, 0), rd_f16(blk, 2), sumi, summ);
+            let (d, dmin) = (rd_f16(blk, 0), rd_f16(blk, 2));
+            for t in 0..N {
+                let bs = &a[t].bsums[16 * b..16 * b + 16];
+                let mut summ = 0i32;
+                for j in 0..8 {
+                    summ += mn[j] * (bs[2 * j] as i32 + bs[2 * j + 1] as i32);
+                }
+                acc[t] += combine_k(a[t].d[b], d, dmin, hsum_i32(sumv[t]), summ);
+            }
         }
         acc
     }
 
-    /// Q2_K · Q8_K. Lengths checked by the caller.
+    /// Q2_K · Q8_K for N activation rows. Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q2k(w: &[u8], a: &Q8KRow) -> f32 {
+    pub(super) unsafe fn dot_q2k_n<const N: usize>(w: &[u8], a: [&Q8KRow; N]) -> [f32; N] {
         let m3 = _mm256_set1_epi8(3);
         let m4 = _mm_set1_epi8(0x0F);
-        let mut acc = 0f32;
+        let mut acc = [0f32; N];
         for (b, blk) in w.chunks_exact(84).enumerate() {
-            let q8 = (a.qs.as_ptr() as *const u8).add(256 * b);
             let bp = blk.as_ptr();
-            // mins: Σ_s (scales[s] >> 4)·bsums[s] as one i16 madd
             let sc8 = _mm_loadu_si128(bp as *const __m128i);
+            // mins: Σ_s (scales[s] >> 4)·bsums[s] as one i16 madd per row
             let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc8), m4));
-            let bsv = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * b) as *const __m256i);
-            let summ = hsum_i32(_mm256_madd_epi16(mins, bsv));
             // scales as bytes in both 128-bit halves; per (n, j) a shuffle broadcasts the pair
             // (scale[2m] in the low half, scale[2m+1] in the high half) as i16 lanes
             let scb = _mm256_broadcastsi128_si256(_mm_and_si128(sc8, m4));
-            let mut sumv = _mm256_setzero_si256();
+            let mut sumv = [_mm256_setzero_si256(); N];
             macro_rules! step {
                 ($qv:expr, $n:expr, $j:expr, $sh:literal) => {{
                     let q = _mm256_and_si256(_mm256_srli_epi16::<$sh>($qv), m3);
-                    let p = _mm256_maddubs_epi16(q, load(q8.add(128 * $n + 32 * $j)));
                     let m = (8 * $n + 2 * $j) as i8;
                     let idx = _mm256_setr_epi8(
                         m,
@@ -471,7 +524,11 @@ mod x86 {
                         -128,
                     );
                     let sv = _mm256_shuffle_epi8(scb, idx);
-                    sumv = _mm256_add_epi32(sumv, _mm256_madd_epi16(p, sv));
+                    for t in 0..N {
+                        let q8 = (a[t].qs.as_ptr() as *const u8).add(256 * b + 128 * $n + 32 * $j);
+                        let p = _mm256_maddubs_epi16(q, load(q8));
+                        sumv[t] = _mm256_add_epi32(sumv[t], _mm256_madd_epi16(p, sv));
+                    }
                 }};
             }
             for n in 0..2 {
@@ -481,53 +538,54 @@ mod x86 {
                 step!(qv, n, 2, 4);
                 step!(qv, n, 3, 6);
             }
-            let sumi = hsum_i32(sumv);
-            acc += combine_k(a.d[b], rd_f16(blk, 80), rd_f16(blk, 82), sumi, summ);
+            let (d, dmin) = (rd_f16(blk, 80), rd_f16(blk, 82));
+            for t in 0..N {
+                let bsv = _mm256_loadu_si256(a[t].bsums.as_ptr().add(16 * b) as *const __m256i);
+                let summ = hsum_i32(_mm256_madd_epi16(mins, bsv));
+                acc[t] += combine_k(a[t].d[b], d, dmin, hsum_i32(sumv[t]), summ);
+            }
         }
         acc
     }
 
-    /// IQ2_XXS · Q8_K. Lengths checked by the caller.
+    /// IQ2_XXS · Q8_K for N activation rows. Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_iq2xxs(w: &[u8], a: &Q8KRow) -> f32 {
+    pub(super) unsafe fn dot_iq2xxs_n<const N: usize>(w: &[u8], a: [&Q8KRow; N]) -> [f32; N] {
         let grid = IQ2XXS_GRID.as_ptr();
         let ks = KSIGNS64.as_ptr();
-        let mut acc = 0f32;
+        let mut acc = [0f32; N];
         for (b, blk) in w.chunks_exact(66).enumerate() {
-            let q8 = (a.qs.as_ptr() as *const u8).add(256 * b);
             let bp = blk.as_ptr().add(2);
-            let mut sumv0 = _mm256_setzero_si256();
-            let mut sumv1 = _mm256_setzero_si256();
-            macro_rules! group {
-                ($g:expr, $sumv:ident) => {{
-                    let a0 = (bp.add(8 * $g) as *const u32).read_unaligned();
-                    let a1 = (bp.add(8 * $g + 4) as *const u32).read_unaligned();
-                    let gv = _mm256_set_epi64x(
-                        *grid.add((a0 >> 24) as usize) as i64,
-                        *grid.add(((a0 >> 16) & 0xFF) as usize) as i64,
-                        *grid.add(((a0 >> 8) & 0xFF) as usize) as i64,
-                        *grid.add((a0 & 0xFF) as usize) as i64,
-                    );
-                    let sv = _mm256_set_epi64x(
-                        *ks.add(((a1 >> 21) & 0x7F) as usize) as i64,
-                        *ks.add(((a1 >> 14) & 0x7F) as usize) as i64,
-                        *ks.add(((a1 >> 7) & 0x7F) as usize) as i64,
-                        *ks.add((a1 & 0x7F) as usize) as i64,
-                    );
-                    let ys = _mm256_sign_epi8(load(q8.add(32 * $g)), sv);
+            let mut sumv = [_mm256_setzero_si256(); N];
+            for g in 0..8 {
+                let a0 = (bp.add(8 * g) as *const u32).read_unaligned();
+                let a1 = (bp.add(8 * g + 4) as *const u32).read_unaligned();
+                let gv = _mm256_set_epi64x(
+                    *grid.add((a0 >> 24) as usize) as i64,
+                    *grid.add(((a0 >> 16) & 0xFF) as usize) as i64,
+                    *grid.add(((a0 >> 8) & 0xFF) as usize) as i64,
+                    *grid.add((a0 & 0xFF) as usize) as i64,
+                );
+                let sv = _mm256_set_epi64x(
+                    *ks.add(((a1 >> 21) & 0x7F) as usize) as i64,
+                    *ks.add(((a1 >> 14) & 0x7F) as usize) as i64,
+                    *ks.add(((a1 >> 7) & 0x7F) as usize) as i64,
+                    *ks.add((a1 & 0x7F) as usize) as i64,
+                );
+                let ls = _mm256_set1_epi16((2 * (a1 >> 28) + 1) as i16);
+                for t in 0..N {
+                    let q8 = (a[t].qs.as_ptr() as *const u8).add(256 * b + 32 * g);
+                    let ys = _mm256_sign_epi8(load(q8), sv);
                     let p = _mm256_maddubs_epi16(gv, ys);
-                    let ls = _mm256_set1_epi16((2 * (a1 >> 28) + 1) as i16);
-                    $sumv = _mm256_add_epi32($sumv, _mm256_madd_epi16(p, ls));
-                }};
+                    sumv[t] = _mm256_add_epi32(sumv[t], _mm256_madd_epi16(p, ls));
+                }
             }
-            for g in 0..4 {
-                group!(2 * g, sumv0);
-                group!(2 * g + 1, sumv1);
+            let dw = rd_f16(blk, 0);
+            for t in 0..N {
+                acc[t] += dw * a[t].d[b] * hsum_i32(sumv[t]) as f32;
             }
-            let sumi = hsum_i32(_mm256_add_epi32(sumv0, sumv1));
-            acc += rd_f16(blk, 0) * a.d[b] * sumi as f32;
         }
-        0.125 * acc
+        acc.map(|v| 0.125 * v)
     }
 
     /// Shared loop of the f32-activation dots: `load(i)` gives 8 weights as f32 at element `i`.

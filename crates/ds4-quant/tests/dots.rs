@@ -331,7 +331,7 @@ fn matmul_matches_per_token_matvec() {
         (GgmlType::F32, 33),
     ] {
         let rows = 7;
-        let n_tok = 5;
+        let n_tok = 9; // two 4-token passes of the multi-row kernels plus one single
         let mut wm = Vec::new();
         for _ in 0..rows {
             wm.extend(weight_row(ty, cols, &mut r, false));
