@@ -151,7 +151,7 @@ pub fn matmul_prepared(
         y.fill(0.0);
         return Ok(());
     }
-    // Q8_K activations: weight blocks decoded once per 4 tokens
+    // quantized activations: each weight block is decoded once per 4 tokens
     let q8k: Vec<&Q8KRow> = dots
         .iter()
         .filter_map(|d| match d {
@@ -159,10 +159,22 @@ pub fn matmul_prepared(
             _ => None,
         })
         .collect();
-    let multi = if q8k.len() == n_tok {
-        q8k_fn4(ty)
-    } else {
-        None
+    let q80: Vec<&Q8_0Row> = dots
+        .iter()
+        .filter_map(|d| match d {
+            Bound::Q80(_, a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    type Multi<'b> = Box<dyn Fn(&[u8], usize) -> [f32; MULTI] + 'b>;
+    let multi: Option<Multi<'_>> = match (q8k_fn4(ty), q8_0_fn4()) {
+        (Some(f), _) if q8k.len() == n_tok => Some(Box::new(move |w: &[u8], t: usize| {
+            f(w, [q8k[t], q8k[t + 1], q8k[t + 2], q8k[t + 3]])
+        })),
+        (_, Some(f)) if q80.len() == n_tok => Some(Box::new(move |w: &[u8], t: usize| {
+            f(w, [q80[t], q80[t + 1], q80[t + 2], q80[t + 3]])
+        })),
+        _ => None,
     };
     let full = if multi.is_some() {
         n_tok / MULTI * MULTI
@@ -170,9 +182,9 @@ pub fn matmul_prepared(
         0
     };
     for (r, w) in weights.chunks_exact(rb).enumerate() {
-        if let Some(f) = multi {
+        if let Some(m) = &multi {
             for t0 in (0..full).step_by(MULTI) {
-                let v = f(w, [q8k[t0], q8k[t0 + 1], q8k[t0 + 2], q8k[t0 + 3]]);
+                let v = m(w, t0);
                 for (k, val) in v.into_iter().enumerate() {
                     y[(t0 + k) * rows + r] = val;
                 }
@@ -330,19 +342,30 @@ fn q8k_fn(ty: GgmlType) -> Q8KFn {
     }
 }
 
-/// Tokens per pass of the multi-row Q8_K kernels.
+/// Tokens per pass of the multi-row kernels.
 const MULTI: usize = 4;
 type Q8KFn4 = fn(&[u8], [&Q8KRow; MULTI]) -> [f32; MULTI];
+type Q80Fn4 = fn(&[u8], [&Q8_0Row; MULTI]) -> [f32; MULTI];
+
+/// The 4-row Q8_0 kernel, when SIMD is in use.
+fn q8_0_fn4() -> Option<Q80Fn4> {
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        return Some(|w, a| unsafe { x86::dot_q8_0_n::<MULTI>(w, a) });
+    }
+    None
+}
 
 /// The 4-row Q8_K kernel for `ty`, when SIMD is in use.
 fn q8k_fn4(ty: GgmlType) -> Option<Q8KFn4> {
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
-        return Some(match ty {
-            GgmlType::Q2K => |w, a| unsafe { x86::dot_q2k_n::<MULTI>(w, a) },
-            GgmlType::Q4K => |w, a| unsafe { x86::dot_q4k_n::<MULTI>(w, a) },
-            _ => |w, a| unsafe { x86::dot_iq2xxs_n::<MULTI>(w, a) },
-        });
+        return match ty {
+            GgmlType::Q2K => Some(|w, a| unsafe { x86::dot_q2k_n::<MULTI>(w, a) }),
+            GgmlType::Q4K => Some(|w, a| unsafe { x86::dot_q4k_n::<MULTI>(w, a) }),
+            GgmlType::Iq2Xxs => Some(|w, a| unsafe { x86::dot_iq2xxs_n::<MULTI>(w, a) }),
+            _ => None,
+        };
     }
     let _ = ty;
     None
@@ -351,7 +374,7 @@ fn q8k_fn4(ty: GgmlType) -> Option<Q8KFn4> {
 fn q8_0_fn() -> Q80Fn {
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
-        return |w, a| unsafe { x86::dot_q8_0(w, a) };
+        return |w, a| unsafe { x86::dot_q8_0_n::<1>(w, [a])[0] };
     }
     reference::vec_dot_q8_0
 }
@@ -404,21 +427,23 @@ mod x86 {
         _mm256_loadu_si256(p as *const __m256i)
     }
 
-    /// Q8_0 · Q8_0 activation. Lengths checked by the caller.
+    /// Q8_0 · Q8_0 activation for N activation rows (N = 1 for a plain dot; every N gives the
+    /// reference's bits). Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q8_0(w: &[u8], a: &Q8_0Row) -> f32 {
+    pub(super) unsafe fn dot_q8_0_n<const N: usize>(w: &[u8], a: [&Q8_0Row; N]) -> [f32; N] {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = 0f32;
-        let xq = a.qs.as_ptr() as *const u8;
+        let mut acc = [0f32; N];
         for (b, blk) in w.chunks_exact(34).enumerate() {
             let wv = load(blk.as_ptr().add(2));
-            let xv = load(xq.add(32 * b));
             // |w| (as u8) times x·sign(w); |x| <= 127, so the i16 pair sums cannot saturate
             let aw = _mm256_sign_epi8(wv, wv);
-            let sx = _mm256_sign_epi8(xv, wv);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-            let isum = hsum_i32(p);
-            acc += rd_f16(blk, 0) * a.d[b] * isum as f32;
+            let dw = rd_f16(blk, 0);
+            for t in 0..N {
+                let xv = load((a[t].qs.as_ptr() as *const u8).add(32 * b));
+                let sx = _mm256_sign_epi8(xv, wv);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                acc[t] += dw * a[t].d[b] * hsum_i32(p) as f32;
+            }
         }
         acc
     }
