@@ -141,6 +141,16 @@ impl ToolMemory {
         }
     }
 
+    /// All `(id, block)` pairs, least recently used first (for persisting the
+    /// memory, e.g. into KV-cache files; reload with [`ToolMemory::remember`]).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<str>)> + '_ {
+        self.lru.values().filter_map(move |id| {
+            self.ids
+                .get_key_value(id.as_str())
+                .map(|(k, (b, _))| (k.as_str(), b))
+        })
+    }
+
     /// The exact block for an assistant message's calls: only if **every** call
     /// has a remembered id and all point to the **same** block.
     pub fn block_for_calls(&self, calls: &[ToolCall]) -> Option<Arc<str>> {
@@ -201,5 +211,34 @@ mod tests {
         m.remember(&["y"], "67890");
         assert_eq!(m.len(), 1);
         assert_eq!(m.bytes(), 6);
+    }
+
+    #[test]
+    fn iter_in_lru_order_and_reload() {
+        let mut m = ToolMemory::default();
+        m.remember(&["a", "b"], "AB");
+        m.remember(&["c"], "C");
+        m.touch(&["a"]);
+        let got: Vec<(String, String)> = m
+            .iter()
+            .map(|(i, b)| (i.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b".into(), "AB".into()),
+                ("c".into(), "C".into()),
+                ("a".into(), "AB".into())
+            ]
+        );
+        let mut n = ToolMemory::default();
+        for (id, b) in &got {
+            n.remember(&[id], b);
+        }
+        assert_eq!(n.bytes(), m.bytes());
+        assert_eq!(
+            n.block_for_calls(&[call("a"), call("b")]).as_deref(),
+            Some("AB")
+        );
     }
 }
