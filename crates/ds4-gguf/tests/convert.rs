@@ -650,6 +650,8 @@ fn check_layout(f: &GgufFile, model: &ModelConfig, recipe: Recipe, mtp: bool) {
     }
     let cfg = ModelConfig::from_gguf(f).unwrap();
     assert_eq!(&cfg, model);
+    let v = ds4_gguf::validate::validate(f);
+    assert!(v.is_ok(), "validator errors: {:?}", v.errors);
 }
 
 #[test]
