@@ -496,6 +496,67 @@ impl ModelConfig {
         e
     }
 
+    /// Set one field by name from text (`n_embd=64`-style overrides of the CLI). Field
+    /// names are the struct's; `compress_ratios` and `swiglu_clamp` take comma lists,
+    /// `context_length` takes a number or `none`.
+    pub fn set_field(&mut self, field: &str, value: &str) -> Result<(), String> {
+        fn num<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, String> {
+            v.trim()
+                .parse()
+                .map_err(|_| format!("{field}: cannot parse {v:?}"))
+        }
+        fn list<T: std::str::FromStr>(field: &str, v: &str) -> Result<Vec<T>, String> {
+            v.split(',').map(|x| num(field, x)).collect()
+        }
+        match field {
+            "n_embd" => self.n_embd = num(field, value)?,
+            "n_layer" => self.n_layer = num(field, value)?,
+            "vocab_size" => self.vocab_size = num(field, value)?,
+            "n_head" => self.n_head = num(field, value)?,
+            "head_dim" => {
+                self.head_dim = num(field, value)?;
+                self.value_length = self.head_dim;
+            }
+            "value_length" => self.value_length = num(field, value)?,
+            "rope_dim" => self.rope_dim = num(field, value)?,
+            "q_lora_rank" => self.q_lora_rank = num(field, value)?,
+            "o_lora_rank" => self.o_lora_rank = num(field, value)?,
+            "o_groups" => self.o_groups = num(field, value)?,
+            "n_expert" => self.n_expert = num(field, value)?,
+            "n_expert_used" => self.n_expert_used = num(field, value)?,
+            "expert_ffn" => self.expert_ffn = num(field, value)?,
+            "n_expert_shared" => self.n_expert_shared = num(field, value)?,
+            "n_hash_layers" => self.n_hash_layers = num(field, value)?,
+            "sliding_window" => self.sliding_window = num(field, value)?,
+            "indexer_heads" => self.indexer_heads = num(field, value)?,
+            "indexer_head_dim" => self.indexer_head_dim = num(field, value)?,
+            "indexer_top_k" => self.indexer_top_k = num(field, value)?,
+            "hc_count" => self.hc_count = num(field, value)?,
+            "sinkhorn_iters" => self.sinkhorn_iters = num(field, value)?,
+            "rope_orig_ctx" => self.rope_orig_ctx = num(field, value)?,
+            "rope_freq_base" => self.rope_freq_base = num(field, value)?,
+            "rope_scaling_factor" => self.rope_scaling_factor = num(field, value)?,
+            "yarn_beta_fast" => self.yarn_beta_fast = num(field, value)?,
+            "yarn_beta_slow" => self.yarn_beta_slow = num(field, value)?,
+            "compress_rope_freq_base" => self.compress_rope_freq_base = num(field, value)?,
+            "expert_weights_scale" => self.expert_weights_scale = num(field, value)?,
+            "rms_eps" => self.rms_eps = num(field, value)?,
+            "hc_eps" => self.hc_eps = num(field, value)?,
+            "expert_weights_norm" => self.expert_weights_norm = num(field, value)?,
+            "compress_ratios" => self.compress_ratios = list(field, value)?,
+            "swiglu_clamp" => self.swiglu_clamp = list(field, value)?,
+            "context_length" => {
+                self.context_length = if value == "none" {
+                    None
+                } else {
+                    Some(num(field, value)?)
+                }
+            }
+            _ => return Err(format!("unknown model config field {field:?}")),
+        }
+        Ok(())
+    }
+
     /// True when the metadata claims the real model (`block_count == 43`): the strict
     /// published-shape checks of spec §5 then apply.
     pub fn claims_published_shape(&self) -> bool {

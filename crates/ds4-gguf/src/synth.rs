@@ -539,8 +539,7 @@ fn write_plan_to_path(plan: &Plan, out: &Path) -> Result<SynthStats, SynthError>
         path: out.to_path_buf(),
         source,
     })?;
-    let (f, stats) = write_plan(plan, f)?;
-    f.sync_all().ok();
+    let (_f, stats) = write_plan(plan, f)?;
     Ok(stats)
 }
 
@@ -780,16 +779,28 @@ impl Generator {
                     c.copy_from_slice(&self.value(first + j as u64).to_le_bytes());
                 }
             }
-            GgmlType::F16 => {
-                for (j, c) in out.chunks_exact_mut(2).enumerate() {
-                    let h = half::f16::from_f32(self.value(first + j as u64));
-                    c.copy_from_slice(&h.to_bits().to_le_bytes());
-                }
-            }
-            GgmlType::Bf16 => {
-                for (j, c) in out.chunks_exact_mut(2).enumerate() {
-                    let h = half::bf16::from_f32(self.value(first + j as u64));
-                    c.copy_from_slice(&h.to_bits().to_le_bytes());
+            GgmlType::F16 | GgmlType::Bf16 => {
+                use half::slice::HalfFloatSliceExt;
+                const N: usize = 512;
+                let mut vals = [0f32; N];
+                let mut halves = [half::f16::ZERO; N];
+                let mut bhalves = [half::bf16::ZERO; N];
+                for (k, c) in out.chunks_mut(2 * N).enumerate() {
+                    let n = c.len() / 2;
+                    let base = first + (k * N) as u64;
+                    for (j, v) in vals[..n].iter_mut().enumerate() {
+                        *v = self.value(base + j as u64);
+                    }
+                    let bits: &[u16] = if self.ty == GgmlType::F16 {
+                        halves[..n].convert_from_f32_slice(&vals[..n]);
+                        halves[..n].reinterpret_cast()
+                    } else {
+                        bhalves[..n].convert_from_f32_slice(&vals[..n]);
+                        bhalves[..n].reinterpret_cast()
+                    };
+                    for (d, b) in c.chunks_exact_mut(2).zip(bits) {
+                        d.copy_from_slice(&b.to_le_bytes());
+                    }
                 }
             }
             GgmlType::I32 => {

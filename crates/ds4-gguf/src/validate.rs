@@ -76,6 +76,9 @@ pub struct ValidationReport {
     /// The model config read from the metadata (the published one for an MTP file
     /// without model keys), if it could be read.
     pub config: Option<ModelConfig>,
+    /// Per-tensor "type ds4 would reject" notes of a scaled model; summarised into one
+    /// warning (the first note plus a count).
+    pub lenient: Vec<String>,
 }
 
 impl ValidationReport {
@@ -132,6 +135,7 @@ pub fn validate(f: &GgufFile) -> ValidationReport {
         is_published_shape: false,
         synthetic: f.get(SYNTH_SEED_KEY).is_some(),
         config: None,
+        lenient: Vec::new(),
     };
     let md = f.metadata();
 
@@ -224,6 +228,15 @@ pub fn validate(f: &GgufFile) -> ValidationReport {
         expected_tensors(&cfg, Recipe::Q2)
     };
     check_tensors(f, &cfg, &specs, r.is_published_shape, is_mtp, &mut r);
+    match r.lenient.len() {
+        0 => {}
+        1 => r.warnings.push(r.lenient[0].clone()),
+        n => r.warnings.push(format!(
+            "{}; and {} more tensors with types ds4 rejects",
+            r.lenient[0],
+            n - 1
+        )),
+    }
 
     // ---- variant
     r.config = Some(cfg.clone());
@@ -464,7 +477,7 @@ fn check_type(s: &TensorSpec, ne0: u64, ty: GgmlType, strict: bool, r: &mut Vali
             "tensor {name} has type {ty}, expected {ds4_expect}"
         ));
     } else {
-        r.warnings.push(format!(
+        r.lenient.push(format!(
             "tensor {name} has type {ty}; ds4 expects {ds4_expect} (accepted for a scaled model)"
         ));
     }

@@ -222,3 +222,65 @@ fn bad_configs_are_rejected_with_a_reason() {
     let e = plan_main(&cfg).unwrap_err().to_string();
     assert!(e.contains("not divisible"), "{e}");
 }
+
+/// Dequantize a whole tensor with ds4-quant (the reference block decoders) and return
+/// (mean, std) of its values.
+fn moments(f: &GgufFile, name: &str) -> (f64, f64) {
+    let t = f.tensor(name).unwrap();
+    let ty = t.ggml_type.unwrap();
+    let row = t.dims[0] as usize;
+    let rb = ds4_quant::row_bytes(ty, row);
+    let data = f.tensor_data(t);
+    let mut buf = vec![0f32; row];
+    let (mut s, mut s2, mut n) = (0f64, 0f64, 0f64);
+    for r in data.chunks_exact(rb) {
+        ds4_quant::dequantize_row(ty, r, &mut buf).unwrap();
+        for &x in &buf {
+            s += x as f64;
+            s2 += (x as f64) * (x as f64);
+            n += 1.0;
+        }
+    }
+    let mean = s / n;
+    (mean, (s2 / n - mean * mean).sqrt())
+}
+
+#[test]
+fn random_weights_have_the_target_statistics() {
+    // n_embd = expert_ffn = q_lora... see SynthConfig::tiny(): fan-in 256 except q_b (64)
+    let q2 = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::Q2, 21))).unwrap();
+    let q4 = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::Q4, 21))).unwrap();
+    let f32f = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::F32, 21))).unwrap();
+    let cases: [(&GgufFile, &str, f64, f64); 11] = [
+        (&q2, "blk.3.ffn_gate_exps.weight", 0.0, 1.0 / 16.0), // IQ2_XXS
+        (&q2, "blk.3.ffn_down_exps.weight", 0.0, 1.0 / 16.0), // Q2_K
+        (&q4, "blk.3.ffn_up_exps.weight", 0.0, 1.0 / 16.0),   // Q4_K
+        (&q2, "blk.0.attn_q_a.weight", 0.0, 1.0 / 16.0),      // Q8_0
+        (&q2, "blk.0.attn_q_b.weight", 0.0, 1.0 / 8.0),       // Q8_0, fan-in 64
+        (&q2, "output.weight", 0.0, 1.0 / 16.0),              // Q8_0
+        (&q2, "token_embd.weight", 0.0, 1.0),                 // F16
+        (&q2, "blk.0.hc_attn_fn.weight", 0.0, 0.02),          // F16
+        (&q2, "blk.2.attn_compressor_ape.weight", 0.0, 1.0),  // F16
+        (&f32f, "blk.4.ffn_gate_exps.weight", 0.0, 1.0 / 16.0),
+        (&f32f, "blk.0.attn_norm.weight", 1.0, 0.05),
+    ];
+    for (f, name, want_mean, want_std) in cases {
+        let (mean, std) = moments(f, name);
+        assert!(
+            (std / want_std - 1.0).abs() < 0.1,
+            "{name}: std {std}, want {want_std}"
+        );
+        assert!(
+            (mean - want_mean).abs() < 0.05 * want_std.max(0.1) + 3.0 * want_std / 16.0,
+            "{name}: mean {mean}, want {want_mean}"
+        );
+    }
+    for (f, name, v) in [
+        (&f32f, "blk.1.hc_ffn_scale.weight", 1.0),
+        (&f32f, "blk.1.hc_ffn_base.weight", 0.0),
+        (&f32f, "output_hc_scale.weight", 1.0),
+    ] {
+        let (mean, std) = moments(f, name);
+        assert_eq!((mean, std), (v, 0.0), "{name}");
+    }
+}

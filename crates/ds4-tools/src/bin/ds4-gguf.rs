@@ -28,6 +28,11 @@ struct Cli {
 enum Cmd {
     /// Print header, metadata, tensor table and totals of a GGUF file.
     Inspect(InspectArgs),
+    /// Convert DeepSeek's official checkpoint (safetensors shards + config.json +
+    /// tokenizer.json) to the ds4 GGUF layout.
+    Convert(ConvertArgs),
+    /// Write a synthetic DeepSeek V4 Flash GGUF with deterministic random weights.
+    Synth(SynthArgs),
 }
 
 #[derive(Args)]
@@ -51,6 +56,8 @@ fn main() -> ExitCode {
     let mut out = io::BufWriter::new(stdout.lock());
     let r = match cli.cmd {
         Cmd::Inspect(a) => cmd_inspect(&a, &mut out),
+        Cmd::Convert(a) => cmd_convert(&a, &mut out),
+        Cmd::Synth(a) => cmd_synth(&a, &mut out),
     };
     let r = r.and_then(|()| out.flush().map_err(Into::into));
     match r {
@@ -211,6 +218,181 @@ fn cmd_inspect(a: &InspectArgs, out: &mut impl Write) -> CmdResult {
             thousands(*n)
         )?;
     }
+    write_validation(&f, out)?;
+    Ok(())
+}
+
+// ---- validation section of `inspect` and the `synth` subcommand (helper "layout") ----
+
+/// The DeepSeek V4 validation verdict printed at the end of `inspect`.
+fn write_validation(f: &GgufFile, out: &mut impl Write) -> CmdResult {
+    let r = ds4_gguf::validate::validate(f);
+    writeln!(out, "validation:")?;
+    writeln!(out, "  variant      {}", r.summary())?;
+    writeln!(
+        out,
+        "  result       {}",
+        if r.is_ok() { "ok" } else { "INVALID" }
+    )?;
+    const SHOW: usize = 50;
+    for (what, list) in [("error", &r.errors), ("warning", &r.warnings)] {
+        for m in list.iter().take(SHOW) {
+            writeln!(out, "  {what}: {m}")?;
+        }
+        if list.len() > SHOW {
+            writeln!(out, "  ... {} more {what}s", list.len() - SHOW)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Output GGUF file of the main model (not needed with --dry-run).
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// tiny: 5 layers, n_embd 256 (every code path); full: the published shape.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Layer count (the ratio schedule is extended / cut).
+    #[arg(long)]
+    layers: Option<u32>,
+    /// Recipe: q2, q4, f16 or f32 (default f32 for tiny, q2 for full).
+    #[arg(long)]
+    quant: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the MTP file here.
+    #[arg(long)]
+    mtp: Option<PathBuf>,
+    /// MTP recipe (default q4 for quantized main recipes, else the main recipe).
+    #[arg(long)]
+    mtp_quant: Option<String>,
+    /// Type of the MTP plain tensors: f16 or f32.
+    #[arg(long)]
+    mtp_plain: Option<String>,
+    /// Vocabulary: "real" (the DeepSeek V4 tokenizer) or a placeholder token count (>= 263).
+    #[arg(long, default_value = "real")]
+    vocab: String,
+    /// general.alignment to write (default: key absent, alignment 32).
+    #[arg(long)]
+    alignment: Option<u32>,
+    /// Model config override FIELD=VALUE (ds4_gguf::layout::ModelConfig field names;
+    /// lists comma-separated), repeatable; e.g. --set sliding_window=16 --set n_expert=64.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    set: Vec<String>,
+    /// Print sizes and the type census without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_recipe(s: &str) -> Result<ds4_gguf::layout::Recipe, String> {
+    ds4_gguf::layout::Recipe::parse(s)
+        .ok_or_else(|| format!("unknown recipe {s:?}: expected q2, q4, f16 or f32"))
+}
+
+fn synth_config(a: &SynthArgs) -> Result<ds4_gguf::synth::SynthConfig, String> {
+    use ds4_gguf::synth::{SynthConfig, VocabSource};
+    let mut c = match a.preset.as_str() {
+        "tiny" => SynthConfig::tiny(),
+        "full" => SynthConfig::full(),
+        p => return Err(format!("unknown preset {p:?}: expected tiny or full")),
+    };
+    if let Some(q) = &a.quant {
+        c.recipe = parse_recipe(q)?;
+    }
+    if let Some(q) = &a.mtp_quant {
+        c.mtp_recipe = Some(parse_recipe(q)?);
+    }
+    c.mtp_plain = match a.mtp_plain.as_deref() {
+        None => None,
+        Some("f16") | Some("F16") => Some(ds4_gguf::GgmlType::F16),
+        Some("f32") | Some("F32") => Some(ds4_gguf::GgmlType::F32),
+        Some(x) => return Err(format!("--mtp-plain {x:?}: expected f16 or f32")),
+    };
+    c.seed = a.seed;
+    c.alignment = a.alignment;
+    c.vocab = if a.vocab == "real" {
+        VocabSource::RealV4
+    } else {
+        let n = a
+            .vocab
+            .parse()
+            .map_err(|_| format!("--vocab {:?}: expected \"real\" or a token count", a.vocab))?;
+        VocabSource::Placeholder(n)
+    };
+    if let Some(n) = a.layers {
+        c = c.with_layers(n);
+    }
+    for s in &a.set {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--set {s:?}: expected FIELD=VALUE"))?;
+        c.model.set_field(k.trim(), v.trim())?;
+    }
+    Ok(c)
+}
+
+fn write_synth_stats(
+    out: &mut impl Write,
+    what: &str,
+    path: Option<&std::path::Path>,
+    s: &ds4_gguf::synth::SynthStats,
+) -> CmdResult {
+    match path {
+        Some(p) => writeln!(out, "{what}: {}", p.display())?,
+        None => writeln!(out, "{what}: (dry run)")?,
+    }
+    writeln!(out, "  tensors      {}", s.tensors)?;
+    writeln!(out, "  header       {}", thousands(s.header_bytes))?;
+    writeln!(
+        out,
+        "  tensor data  {} ({})",
+        thousands(s.data_bytes),
+        human_bytes(s.data_bytes)
+    )?;
+    writeln!(
+        out,
+        "  file         {} ({})",
+        thousands(s.file_bytes),
+        human_bytes(s.file_bytes)
+    )?;
+    let census: Vec<String> = s
+        .census
+        .iter()
+        .map(|(t, n)| format!("{} {n}", t.name()))
+        .collect();
+    writeln!(out, "  census       {}", census.join(", "))?;
+    if s.seconds > 0.0 {
+        writeln!(
+            out,
+            "  written in   {:.2} s ({:.2} GB/s)",
+            s.seconds,
+            s.file_bytes as f64 / s.seconds / 1e9
+        )?;
+    }
+    Ok(())
+}
+
+fn cmd_synth(a: &SynthArgs, out: &mut impl Write) -> CmdResult {
+    use ds4_gguf::synth::{plan_main, plan_mtp, synth_main, synth_mtp};
+    let c = synth_config(a)?;
+    if a.dry_run {
+        write_synth_stats(out, "main", None, &plan_main(&c)?)?;
+        if a.mtp.is_some() {
+            write_synth_stats(out, "mtp", None, &plan_mtp(&c)?)?;
+        }
+        return Ok(());
+    }
+    let Some(path) = &a.output else {
+        return Err("synth: -o FILE is required (or --dry-run)".into());
+    };
+    let s = synth_main(&c, path)?;
+    write_synth_stats(out, "main", Some(path), &s)?;
+    if let Some(m) = &a.mtp {
+        let s = synth_mtp(&c, m)?;
+        write_synth_stats(out, "mtp", Some(m), &s)?;
+    }
     Ok(())
 }
 
@@ -309,4 +491,84 @@ mod tests {
         let v = Value::string_array(vec!["long string".into()]);
         assert_eq!(show_value(&v, 8, 4), "[STRING; 1] [\"long\"... (11 bytes)]");
     }
+}
+
+// ---- `convert` subcommand (helper "convert") ----
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Checkpoint directory: model.safetensors.index.json + shards (or model.safetensors),
+    /// config.json, tokenizer.json (tokenizer_config.json optional).
+    #[arg(long = "hf", value_name = "DIR")]
+    hf: PathBuf,
+    /// Main GGUF file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// Tensor types: q2 / q4 (the published families), f16 or f32.
+    #[arg(long, default_value = "q2")]
+    recipe: String,
+    /// Also write the MTP block (mtp.0.* tensors) to this GGUF file.
+    #[arg(long = "mtp-out", value_name = "FILE")]
+    mtp_out: Option<PathBuf>,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// No per-tensor progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn cmd_convert(a: &ConvertArgs, out: &mut impl Write) -> CmdResult {
+    use ds4_gguf::convert::{convert, ConvertOptions};
+    let recipe = ds4_gguf::layout::Recipe::parse(&a.recipe)
+        .ok_or_else(|| format!("unknown recipe {:?}: expected q2, q4, f16 or f32", a.recipe))?;
+    let mut opts = ConvertOptions::new(&a.hf, &a.output, recipe);
+    opts.mtp_out = a.mtp_out.clone();
+    opts.threads = a.threads;
+    let quiet = a.quiet;
+    let rep = convert(&opts, &mut |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    })?;
+    writeln!(
+        out,
+        "wrote {}: {} tensors, {} bytes of tensor data, recipe {recipe}",
+        a.output.display(),
+        rep.tensors,
+        thousands(rep.data_bytes)
+    )?;
+    writeln!(
+        out,
+        "vocabulary: {:?}, {} layers, n_embd {}, vocab {}",
+        rep.vocab, rep.config.n_layer, rep.config.n_embd, rep.config.vocab_size
+    )?;
+    if let Some(m) = &a.mtp_out {
+        writeln!(
+            out,
+            "wrote {}: {} MTP tensors",
+            m.display(),
+            rep.mtp_tensors
+        )?;
+    }
+    for n in &rep.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    let mut files = vec![a.output.clone()];
+    files.extend(a.mtp_out.clone());
+    for p in files {
+        let v = ds4_gguf::validate::validate(&GgufFile::open(&p)?);
+        writeln!(
+            out,
+            "validation of {}: {}",
+            p.display(),
+            if v.is_ok() { "ok" } else { "INVALID" }
+        )?;
+        if !v.is_ok() {
+            return Err(
+                format!("{} fails validation: {}", p.display(), v.errors.join("; ")).into(),
+            );
+        }
+    }
+    Ok(())
 }
