@@ -158,7 +158,7 @@ fn state_rows_and_bytes_follow_spec_section_7() {
         let mut want_bytes = 0;
         for layer in 0..cfg.n_layers {
             let r = cfg.compress_ratios[layer];
-            let want = if r == 0 { 0 } else { n / r };
+            let want = n.checked_div(r).unwrap_or(0);
             assert_eq!(
                 rows[layer], want,
                 "layer {layer} compressed rows after {n} tokens"
@@ -200,7 +200,7 @@ fn sinkhorn_is_doubly_stochastic_and_follows_spec_order() {
     // one iteration = softmax rows, +eps, one column normalisation (f64 reference)
     let mut c1 = z.clone();
     sinkhorn(&mut c1, n, 1, 1e-6);
-    let mut r = vec![0f64; 16];
+    let mut r = [0f64; 16];
     for j in 0..n {
         let m = (0..n).map(|k| z[j * n + k] as f64).fold(f64::MIN, f64::max);
         let s: f64 = (0..n).map(|k| (z[j * n + k] as f64 - m).exp()).sum();
