@@ -189,6 +189,22 @@ impl GgufFile {
     pub fn bytes(&self) -> &[u8] {
         self.backing.bytes()
     }
+
+    /// Whether the bytes are a memory map (from [`GgufFile::open`]) rather than an
+    /// owned buffer.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.backing, Backing::Mmap(_))
+    }
+
+    /// Asks the kernel to read the mapped file ahead (`madvise(MADV_WILLNEED)`, what
+    /// ds4.c does for its CPU backend). A no-op for an owned buffer or on non-Unix hosts.
+    pub fn prefetch(&self) -> std::io::Result<()> {
+        match &self.backing {
+            #[cfg(unix)]
+            Backing::Mmap(m) => m.advise(memmap2::Advice::WillNeed),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The result of parsing a container (without the backing buffer).

@@ -180,6 +180,11 @@ fn open_maps_a_written_file() {
         base + t.abs_offset as usize
     );
     assert_eq!(f.get("test.u32").and_then(Value::as_u32), Some(7));
+    assert!(f.is_mapped());
+    f.prefetch().unwrap();
+    assert!(!GgufFile::from_bytes(f.bytes().to_vec())
+        .unwrap()
+        .is_mapped());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
