@@ -6,6 +6,7 @@
 //! particular backend. The engine knows nothing about HTTP or chat formats:
 //! callers pass rendered prompt text + tokens and receive [`Event`]s.
 
+pub mod ds4;
 pub mod engine;
 pub mod sampling;
 #[cfg(any(test, feature = "testing"))]

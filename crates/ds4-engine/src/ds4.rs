@@ -1,0 +1,157 @@
+//! The DeepSeek V4 forward pass of `ds4-model` behind the engine's [`Model`] /
+//! [`Session`] traits, the real tokenizer behind [`Tokenizer`], and the
+//! embedded demo model (tiny random weights + the real tokenizer) that the
+//! server and the CLI use when no GGUF is given.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ds4_gguf::layout::Recipe;
+use ds4_gguf::synth::{synth_main_to, SynthConfig};
+use ds4_gguf::GgufFile;
+use ds4_model::{Cpu, GgufSource, Numerics, Want};
+
+use crate::{EngineError, Model, Session, Tokenizer};
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Numerics of every session (default: official, what the real weights expect).
+    pub numerics: Numerics,
+    /// Optional MTP support file.
+    pub mtp: Option<std::path::PathBuf>,
+}
+
+/// A loaded DeepSeek V4 Flash model on the CPU backend.
+pub struct Ds4Model {
+    model: Arc<ds4_model::Model<Cpu>>,
+    numerics: Numerics,
+    name: String,
+}
+
+impl Ds4Model {
+    /// The underlying forward-pass model.
+    pub fn inner(&self) -> &Arc<ds4_model::Model<Cpu>> {
+        &self.model
+    }
+}
+
+struct Ds4Session {
+    model: Arc<ds4_model::Model<Cpu>>,
+    session: ds4_model::Session<Cpu>,
+    numerics: Numerics,
+}
+
+fn model_err(e: anyhow::Error) -> EngineError {
+    EngineError::Model(format!("{e:#}"))
+}
+
+impl Session for Ds4Session {
+    fn n_tokens(&self) -> usize {
+        self.session.pos()
+    }
+
+    fn eval(&mut self, tokens: &[u32], want_logits: bool) -> Result<Option<Vec<f32>>, EngineError> {
+        let want = if want_logits { Want::Last } else { Want::None };
+        let out = self
+            .model
+            .forward(&mut self.session, tokens, want)
+            .map_err(model_err)?;
+        Ok(if want_logits { Some(out) } else { None })
+    }
+
+    fn reset(&mut self) {
+        self.session = self.model.session(self.numerics);
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.session.state_bytes(&self.model.be)
+    }
+}
+
+impl Model for Ds4Model {
+    fn vocab_size(&self) -> usize {
+        self.model.cfg.vocab
+    }
+
+    fn new_session(&self, _ctx: usize) -> Result<Box<dyn Session>, EngineError> {
+        Ok(Box::new(Ds4Session {
+            model: self.model.clone(),
+            session: self.model.session(self.numerics),
+            numerics: self.numerics,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// Load a main GGUF (validated; weights stay in the read-only mmap).
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Ds4Model, EngineError> {
+    let model = ds4_model::load(Cpu, path, opts.mtp.as_deref()).map_err(model_err)?;
+    Ok(Ds4Model {
+        model: Arc::new(model),
+        numerics: opts.numerics,
+        name: format!("{} (cpu)", path.display()),
+    })
+}
+
+/// The synth config of the embedded demo model: the tiny layout (every code
+/// path: ratio 0 / 4 / 128 layers, hash layers, indexer) with narrow F16
+/// weights and the real 129280-token vocabulary.
+pub fn demo_config() -> SynthConfig {
+    let mut cfg = SynthConfig::tiny();
+    cfg.recipe = Recipe::F16;
+    cfg.seed = 0x0d54_d3e0;
+    cfg.name = Some("ds4-rs embedded demo model (random weights)".to_string());
+    cfg
+}
+
+/// Build the embedded demo model in memory: random weights (its output is
+/// noise) with the real tokenizer.
+pub fn demo() -> Result<Ds4Model, EngineError> {
+    let cfg = demo_config();
+    let (bytes, _) = synth_main_to(&cfg, Vec::new())
+        .map_err(|e| EngineError::Model(format!("building the demo model: {e}")))?;
+    let file = GgufFile::from_bytes(bytes)
+        .map_err(|e| EngineError::Model(format!("reading the demo model: {e}")))?;
+    let mc = ds4_gguf::layout::ModelConfig::from_gguf(&file)
+        .map_err(|e| EngineError::Model(format!("demo model config: {e}")))?;
+    let cfg = ds4_model::gguf::config_from_layout(&mc).map_err(model_err)?;
+    let src = GgufSource::new(file);
+    let model = ds4_model::Model::bind(Cpu, cfg, &src, None).map_err(model_err)?;
+    Ok(Ds4Model {
+        model: Arc::new(model),
+        numerics: Numerics::Exact,
+        name: "embedded demo model (tiny random weights, real tokenizer: output is noise)"
+            .to_string(),
+    })
+}
+
+/// The real DeepSeek V4 tokenizer behind the engine's [`Tokenizer`] trait.
+pub struct Ds4Tokenizer(pub &'static ds4_tokenizer::Tokenizer);
+
+impl Ds4Tokenizer {
+    /// The embedded V4 tokenizer (process-wide, built once).
+    pub fn embedded() -> Ds4Tokenizer {
+        Ds4Tokenizer(ds4_tokenizer::Tokenizer::shared_v4())
+    }
+}
+
+impl Tokenizer for Ds4Tokenizer {
+    fn encode(&self, text: &str) -> Vec<u32> {
+        self.0.encode(text)
+    }
+
+    fn token_bytes(&self, id: u32) -> Vec<u8> {
+        self.0
+            .token_bytes(id)
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
+    }
+
+    fn eos_id(&self) -> u32 {
+        self.0.eos_id()
+    }
+}
