@@ -20,10 +20,14 @@ import numpy as np
 import torch
 import transformers
 from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
+from transformers.masking_utils import create_sliding_window_causal_mask
 from transformers.models.deepseek_v4 import modeling_deepseek_v4 as mdv4
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "crates", "ds4-model", "tests", "fixtures")
+
+# fixtures that also get MTP-block logits
+MTP_FIXTURES = ("a",)
 
 # name -> (seed, number of tokens)
 FIXTURE_SPECS = {
@@ -97,58 +101,115 @@ def hf_config(c):
     )
 
 
+def layer_state_dict(c, t, src_prefix, dst_prefix, ratio, hash_layer):
+    """GGUF tensors of one block -> transformers DeepseekV4DecoderLayer parameters."""
+    b = lambda s: t[src_prefix + s]
+    p = dst_prefix
+    sd = {}
+    for hc, g in (("attn_hc", "hc_attn"), ("ffn_hc", "hc_ffn")):
+        sd[p + hc + ".fn"] = b(f"{g}_fn.weight")
+        sd[p + hc + ".base"] = b(f"{g}_base.weight")
+        sd[p + hc + ".scale"] = b(f"{g}_scale.weight")
+    sd[p + "input_layernorm.weight"] = b("attn_norm.weight")
+    sd[p + "post_attention_layernorm.weight"] = b("ffn_norm.weight")
+    a = p + "self_attn."
+    sd[a + "q_a_proj.weight"] = b("attn_q_a.weight")
+    sd[a + "q_a_norm.weight"] = b("attn_q_a_norm.weight")
+    sd[a + "q_b_proj.weight"] = b("attn_q_b.weight")
+    sd[a + "kv_proj.weight"] = b("attn_kv.weight")
+    sd[a + "kv_norm.weight"] = b("attn_kv_a_norm.weight")
+    sd[a + "sinks"] = b("attn_sinks.weight")
+    sd[a + "o_a_proj.weight"] = b("attn_output_a.weight")
+    sd[a + "o_b_proj.weight"] = b("attn_output_b.weight")
+    if ratio != 0:
+        cp = a + "compressor."
+        sd[cp + "kv_proj.weight"] = b("attn_compressor_kv.weight")
+        sd[cp + "gate_proj.weight"] = b("attn_compressor_gate.weight")
+        # GGUF [width, ratio] -> numpy [ratio, width]: row p mod ratio is added to the gate
+        sd[cp + "position_bias"] = b("attn_compressor_ape.weight")
+        sd[cp + "kv_norm.weight"] = b("attn_compressor_norm.weight")
+        if ratio == 4:
+            ip = cp + "indexer."
+            sd[ip + "kv_proj.weight"] = b("indexer_compressor_kv.weight")
+            sd[ip + "gate_proj.weight"] = b("indexer_compressor_gate.weight")
+            sd[ip + "position_bias"] = b("indexer_compressor_ape.weight")
+            sd[ip + "kv_norm.weight"] = b("indexer_compressor_norm.weight")
+            sd[ip + "q_b_proj.weight"] = b("indexer.attn_q_b.weight")
+            sd[ip + "scorer.weights_proj.weight"] = b("indexer.proj.weight")
+    m = p + "mlp."
+    sd[m + "gate.weight"] = b("ffn_gate_inp.weight")
+    if hash_layer:
+        sd[m + "gate.tid2eid"] = b("ffn_gate_tid2eid.weight").astype(np.int64)
+    else:
+        sd[m + "gate.e_score_correction_bias"] = b("exp_probs_b.bias")
+    # transformers packs [gate; up] along the output dim; chunk(2) splits them back
+    sd[m + "experts.gate_up_proj"] = np.concatenate([b("ffn_gate_exps.weight"), b("ffn_up_exps.weight")], axis=1)
+    sd[m + "experts.down_proj"] = b("ffn_down_exps.weight")
+    sd[m + "shared_experts.gate_proj.weight"] = b("ffn_gate_shexp.weight")
+    sd[m + "shared_experts.up_proj.weight"] = b("ffn_up_shexp.weight")
+    sd[m + "shared_experts.down_proj.weight"] = b("ffn_down_shexp.weight")
+    return sd
+
+
+def to_torch(sd):
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+
+
 def state_dict(c, t):
     sd = {"model.embed_tokens.weight": t["token_embd.weight"]}
     for l in range(c["n_layers"]):
-        b = lambda s: t[f"blk.{l}.{s}"]
-        p = f"model.layers.{l}."
-        for hc, g in (("attn_hc", "hc_attn"), ("ffn_hc", "hc_ffn")):
-            sd[p + hc + ".fn"] = b(f"{g}_fn.weight")
-            sd[p + hc + ".base"] = b(f"{g}_base.weight")
-            sd[p + hc + ".scale"] = b(f"{g}_scale.weight")
-        sd[p + "input_layernorm.weight"] = b("attn_norm.weight")
-        sd[p + "post_attention_layernorm.weight"] = b("ffn_norm.weight")
-        a = p + "self_attn."
-        sd[a + "q_a_proj.weight"] = b("attn_q_a.weight")
-        sd[a + "q_a_norm.weight"] = b("attn_q_a_norm.weight")
-        sd[a + "q_b_proj.weight"] = b("attn_q_b.weight")
-        sd[a + "kv_proj.weight"] = b("attn_kv.weight")
-        sd[a + "kv_norm.weight"] = b("attn_kv_a_norm.weight")
-        sd[a + "sinks"] = b("attn_sinks.weight")
-        sd[a + "o_a_proj.weight"] = b("attn_output_a.weight")
-        sd[a + "o_b_proj.weight"] = b("attn_output_b.weight")
-        r = c["compress_ratios"][l]
-        if r != 0:
-            cp = a + "compressor."
-            sd[cp + "kv_proj.weight"] = b("attn_compressor_kv.weight")
-            sd[cp + "gate_proj.weight"] = b("attn_compressor_gate.weight")
-            sd[cp + "position_bias"] = b("attn_compressor_ape.weight")
-            sd[cp + "kv_norm.weight"] = b("attn_compressor_norm.weight")
-            if r == 4:
-                ip = cp + "indexer."
-                sd[ip + "kv_proj.weight"] = b("indexer_compressor_kv.weight")
-                sd[ip + "gate_proj.weight"] = b("indexer_compressor_gate.weight")
-                sd[ip + "position_bias"] = b("indexer_compressor_ape.weight")
-                sd[ip + "kv_norm.weight"] = b("indexer_compressor_norm.weight")
-                sd[ip + "q_b_proj.weight"] = b("indexer.attn_q_b.weight")
-                sd[ip + "scorer.weights_proj.weight"] = b("indexer.proj.weight")
-        m = p + "mlp."
-        sd[m + "gate.weight"] = b("ffn_gate_inp.weight")
-        if l < c["n_hash"]:
-            sd[m + "gate.tid2eid"] = b("ffn_gate_tid2eid.weight").astype(np.int64)
-        else:
-            sd[m + "gate.e_score_correction_bias"] = b("exp_probs_b.bias")
-        sd[m + "experts.gate_up_proj"] = np.concatenate([b("ffn_gate_exps.weight"), b("ffn_up_exps.weight")], axis=1)
-        sd[m + "experts.down_proj"] = b("ffn_down_exps.weight")
-        sd[m + "shared_experts.gate_proj.weight"] = b("ffn_gate_shexp.weight")
-        sd[m + "shared_experts.up_proj.weight"] = b("ffn_up_shexp.weight")
-        sd[m + "shared_experts.down_proj.weight"] = b("ffn_down_shexp.weight")
+        sd.update(layer_state_dict(c, t, f"blk.{l}.", f"model.layers.{l}.", c["compress_ratios"][l], l < c["n_hash"]))
     sd["model.norm.weight"] = t["output_norm.weight"]
     sd["model.hc_head.hc_fn"] = t["output_hc_fn.weight"]
     sd["model.hc_head.hc_base"] = t["output_hc_base.weight"]
     sd["model.hc_head.hc_scale"] = t["output_hc_scale.weight"]
     sd["lm_head.weight"] = t["output.weight"]
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+    return to_torch(sd)
+
+
+def mtp_logits(c, cfg, t, hidden, tokens):
+    """The MTP block (spec/model.md §6.2) built from transformers modules.
+
+    transformers does not instantiate the MTP block; it is one more decoder layer
+    (sliding attention, top-k routed MoE) with DeepSeek's e_proj / h_proj input
+    mixing and its own HC head and norm, sharing the embedding and LM head. Inputs:
+    the main model's final HC states h_i (before its HC head) paired with the next
+    token t_{i+1}, i = 0..T-2, run as one sequence at MTP positions 0..T-2."""
+    cfg1 = hf_config({**c, "n_layers": 1, "compress_ratios": [0], "n_hash": 0, "swiglu_limit": [c["swiglu_limit"][-1]]})
+    cfg1._attn_implementation = "eager"
+    layer = mdv4.DeepseekV4DecoderLayer(cfg1, 0).float().eval()
+    layer.load_state_dict(to_torch(layer_state_dict(c, t, "mtp.0.", "", 0, False)), strict=True)
+    head = mdv4.DeepseekV4HyperHead(cfg1).float().eval()
+    head.load_state_dict(to_torch({
+        "hc_fn": t["mtp.0.hc_head_fn.weight"],
+        "hc_base": t["mtp.0.hc_head_base.weight"],
+        "hc_scale": t["mtp.0.hc_head_scale.weight"],
+    }))
+    rope = mdv4.DeepseekV4RotaryEmbedding(cfg1)
+    eps = c["rms_eps"]
+    def rms(x, w):
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return x * torch.from_numpy(w)
+    tt = lambda n: torch.from_numpy(t[n])
+    with torch.no_grad():
+        nxt = torch.from_numpy(tokens[1:])[None]
+        e = tt("token_embd.weight")[nxt]  # [1, S, D]
+        e2 = rms(e, t["mtp.0.enorm.weight"]) @ tt("mtp.0.e_proj.weight").T
+        h = torch.from_numpy(hidden[:-1])[None]  # [1, S, n_hc, D]
+        h2 = rms(h, t["mtp.0.hnorm.weight"]) @ tt("mtp.0.h_proj.weight").T
+        x = e2.unsqueeze(2) + h2
+        s = x.shape[1]
+        pos = torch.arange(s)[None]
+        mask = create_sliding_window_causal_mask(
+            config=cfg1, inputs_embeds=x[:, :, 0], attention_mask=None, past_key_values=None, position_ids=pos
+        )
+        pe = {
+            "main": rope(x[:, :, 0], position_ids=pos, layer_type="main"),
+            "compress": rope(x[:, :, 0], position_ids=pos, layer_type="compress"),
+        }
+        y = layer(x, position_embeddings=pe, position_ids=pos, attention_mask=mask, input_ids=nxt, past_key_values=None)
+        z = rms(head(y), t["mtp.0.norm.weight"])
+        return (z @ tt("output.weight").T)[0].numpy()
 
 
 class _TopK(tuple):
@@ -159,9 +220,6 @@ class _TopK(tuple):
     @property
     def indices(self):
         return self[1]
-
-
-_torch_topk = torch.topk
 
 
 def stable_topk(input, k, dim=-1, largest=True, sorted=True):
@@ -211,8 +269,11 @@ def build(which):
     mdv4.DeepseekV4Experts._apply_gate = counting_gate
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, c["vocab"], size=n_tokens).astype(np.int64)
+    captured = {}
+    hook = model.model.hc_head.register_forward_pre_hook(lambda mod, args: captured.__setitem__("h", args[0]))
     with torch.no_grad():
         out = model(input_ids=torch.from_numpy(tokens)[None, :], use_cache=False)
+    hook.remove()
     mdv4.DeepseekV4Experts._apply_gate = orig_gate
     logits = out.logits[0].to(torch.float32).numpy()
     assert logits.shape == (n_tokens, c["vocab"])
@@ -220,6 +281,10 @@ def build(which):
 
     os.makedirs(FIXTURES, exist_ok=True)
     np.save(os.path.join(FIXTURES, f"tiny_{which}_logits.npy"), logits.astype("<f4"))
+    if which in MTP_FIXTURES:
+        ml = mtp_logits(c, cfg, tensors, captured["h"][0].numpy(), tokens)
+        assert ml.shape == (n_tokens - 1, c["vocab"]) and np.isfinite(ml).all()
+        np.save(os.path.join(FIXTURES, f"tiny_{which}_mtp_logits.npy"), ml.astype("<f4"))
     meta = {
         "fixture": which,
         "seed": seed,

@@ -286,7 +286,7 @@ pub fn generate(cfg: &Config, seed: u64) -> Result<TinyModel> {
     })
 }
 
-/// Write the main tensors of a tiny model for the Python oracle: `weights.bin`
+/// Write the tensors (main and MTP) of a tiny model for the Python oracle: `weights.bin`
 /// (raw little-endian data, tensor after tensor) and `manifest.json`
 /// (name → GGUF dims, type, byte offset) plus the config and fingerprint.
 pub fn write_for_oracle(m: &TinyModel, dir: &Path) -> Result<()> {
@@ -294,9 +294,14 @@ pub fn write_for_oracle(m: &TinyModel, dir: &Path) -> Result<()> {
     let mut bin = std::fs::File::create(dir.join("weights.bin"))?;
     let mut entries = Vec::new();
     let mut off = 0usize;
-    for n in m.main.names() {
-        let t =
-            crate::weights::TensorSource::tensor(&m.main, n).context("tensor listed but absent")?;
+    let all = m
+        .main
+        .names()
+        .iter()
+        .map(|n| (&m.main, n))
+        .chain(m.mtp.names().iter().map(|n| (&m.mtp, n)));
+    for (src, n) in all {
+        let t = crate::weights::TensorSource::tensor(src, n).context("tensor listed but absent")?;
         bin.write_all(t.bytes())?;
         let dims: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
         entries.push(format!(

@@ -199,3 +199,33 @@ fn exact_matches_transformers_b_decoded() {
     }
     eprintln!("fixture b: prefill 127 + token-by-token: {worst:e}");
 }
+
+#[test]
+fn mtp_block_matches_transformers_layer_a() {
+    // oracle: one transformers DeepseekV4DecoderLayer with the MTP block weights,
+    // e_proj/h_proj input mixing, the MTP HC head and norm (tools/oracle), fed
+    // (h_i, t_{i+1}) at MTP positions 0..T-2
+    let f = load("a");
+    let (shape, want) =
+        ds4_model::npy::read_f32(&fixtures_dir().join("tiny_a_mtp_logits.npy")).unwrap();
+    assert_eq!(shape, vec![f.tokens.len() - 1, f.vocab]);
+    let max = want.iter().fold(0f32, |a, &b| a.max(b.abs()));
+    let mut s = f.model.session(Numerics::Exact);
+    let mut worst = 0f32;
+    for i in 0..f.tokens.len() - 1 {
+        f.model
+            .forward(&mut s, &f.tokens[i..i + 1], Want::None)
+            .unwrap();
+        let h = s.last_hidden().unwrap().clone();
+        let (got, _) = f.model.mtp_forward(&mut s, &h, f.tokens[i + 1]).unwrap();
+        let w = &want[i * f.vocab..(i + 1) * f.vocab];
+        let d = w
+            .iter()
+            .zip(&got)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        worst = worst.max(d / max);
+        assert_eq!(argmax(&got), argmax(w), "MTP argmax differs at {i}");
+    }
+    eprintln!("fixture a: MTP block max|Δ|/max|logit| = {worst:e}");
+    assert!(worst <= 1e-4, "MTP: {worst:e}");
+}
