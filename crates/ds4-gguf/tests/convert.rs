@@ -1133,3 +1133,191 @@ fn dims_not_divisible_by_the_block_are_rejected() {
     std::fs::remove_dir_all(&fx.dir).unwrap();
     std::fs::remove_dir_all(&fx2.dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// safetensors reader: an oracle file written by the official library from torch
+// tensors (tests/convert_fixtures/make_fixture.py), and malformed headers.
+// ---------------------------------------------------------------------------------------
+
+use ds4_gguf::convert::dequant::{ints_to_i32, Source};
+use ds4_gguf::convert::safetensors::{Dtype, SafeTensorsFile};
+
+fn fixture_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/convert_fixtures/oracle.safetensors")
+}
+
+fn read_all(src: &Source<'_>) -> Vec<f32> {
+    let mut v = vec![0f32; src.rows() * src.cols()];
+    src.read_rows(0, &mut v);
+    v
+}
+
+#[test]
+fn torch_oracle_fixture() {
+    let f = SafeTensorsFile::open(&fixture_path()).unwrap();
+    let get = |n: &str| {
+        let info = f.tensors().get(n).unwrap_or_else(|| panic!("{n}"));
+        (info, f.data(n).unwrap())
+    };
+    let expected = |n: &str| f32s(get(n).1);
+
+    let w = get("fp8.weight");
+    let s = get("fp8.scale");
+    assert_eq!(w.0.dtype, Dtype::F8E4M3);
+    assert_eq!(s.0.dtype, Dtype::F8E8M0);
+    let src = Source::fp8("fp8.weight", w, s, (128, 128)).unwrap();
+    let got = read_all(&src);
+    let want = expected("fp8.expected");
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g.to_bits(),
+            w.to_bits(),
+            "fp8 element {i}: {g} vs torch {w}"
+        );
+    }
+    // Every E4M3 code except NaN, decoded alone, equals torch's value (row 0 holds
+    // codes 0..255; columns 0..127 have scale code 120 = 2^-7, columns 128..255 code 127 = 1).
+    let codes = f.data("fp8.weight").unwrap();
+    for c in 0..256usize {
+        if codes[c] & 0x7F != 0x7F {
+            let scale = if c < 128 { 2f32.powi(-7) } else { 1.0 };
+            assert_eq!(e4m3_to_f32(codes[c]) * scale, want[c], "code {c:#x}");
+        }
+    }
+
+    let e8 = f.data("e8m0.codes").unwrap();
+    for (c, w) in e8.iter().zip(expected("e8m0.expected")) {
+        assert_eq!(e8m0_to_f32(*c).to_bits(), w.to_bits(), "e8m0 code {c}");
+    }
+    for n in ["bf16", "f16", "f64"] {
+        let (info, data) = get(n);
+        let src = Source::plain(n, info, data).unwrap();
+        assert_eq!(read_all(&src), expected(&format!("{n}.expected")), "{n}");
+    }
+    let (info, data) = get("i64");
+    assert_eq!(info.shape, vec![5, 3]);
+    let ids = ints_to_i32("i64", info, data, 0..16).unwrap();
+    assert_eq!(ids.len(), 15);
+    let raw: Vec<i32> = data
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as i32)
+        .collect();
+    assert_eq!(ids, raw);
+}
+
+fn st_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+fn open_err(tag: &str, bytes: &[u8]) -> String {
+    let d = tmpdir(tag);
+    let p = d.join("x.safetensors");
+    std::fs::write(&p, bytes).unwrap();
+    let e = match SafeTensorsFile::open(&p) {
+        Ok(_) => panic!("{tag}: malformed file accepted"),
+        Err(e) => e.to_string(),
+    };
+    std::fs::remove_dir_all(&d).unwrap();
+    assert!(e.contains("x.safetensors"), "{e}");
+    e
+}
+
+#[test]
+fn malformed_safetensors_headers_are_rejected() {
+    let ok = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    // Sanity: the well-formed file opens.
+    let d = tmpdir("st-ok");
+    std::fs::write(d.join("x.safetensors"), st_bytes(ok, &[0; 8])).unwrap();
+    let f = SafeTensorsFile::open(&d.join("x.safetensors")).unwrap();
+    assert_eq!(f.data("a").unwrap().len(), 8);
+    std::fs::remove_dir_all(&d).unwrap();
+
+    let e = open_err("short", &[1, 2, 3]);
+    assert!(e.contains("too small"), "{e}");
+    let mut b = st_bytes(ok, &[0; 8]);
+    b[0..8].copy_from_slice(&1000u64.to_le_bytes());
+    let e = open_err("hlen", &b);
+    assert!(e.contains("header length 1000"), "{e}");
+    let e = open_err("json", &st_bytes("{not json", &[]));
+    assert!(e.contains("not valid JSON"), "{e}");
+    let e = open_err("notobj", &st_bytes("[1,2]", &[]));
+    assert!(e.contains("not a JSON object"), "{e}");
+    let e = open_err(
+        "dtype",
+        &st_bytes(
+            r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        ),
+    );
+    assert!(e.contains("tensor a") && e.contains("unknown dtype"), "{e}");
+    let e = open_err(
+        "past",
+        &st_bytes(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            &[0; 4],
+        ),
+    );
+    assert!(e.contains("tensor a") && e.contains("past the end"), "{e}");
+    let e = open_err(
+        "size",
+        &st_bytes(
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        ),
+    );
+    assert!(e.contains("tensor a") && e.contains("needs 12"), "{e}");
+    let e = open_err(
+        "order",
+        &st_bytes(
+            r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#,
+            &[0; 8],
+        ),
+    );
+    assert!(e.contains("end before begin"), "{e}");
+    let e = open_err(
+        "overlap",
+        &st_bytes(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            &[0; 12],
+        ),
+    );
+    assert!(e.contains("overlap"), "{e}");
+    let e = open_err(
+        "noshape",
+        &st_bytes(r#"{"a":{"dtype":"F32","data_offsets":[0,8]}}"#, &[0; 8]),
+    );
+    assert!(e.contains("tensor a") && e.contains("shape"), "{e}");
+    let e = open_err(
+        "negshape",
+        &st_bytes(
+            r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        ),
+    );
+    assert!(e.contains("tensor a") && e.contains("-2"), "{e}");
+}
+
+#[test]
+fn index_pointing_at_a_missing_tensor_is_rejected() {
+    let fx = small_fixture("index");
+    write_checkpoint(&fx.dir, &fx.hf, true);
+    let idx = fx.dir.join("model.safetensors.index.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&idx).unwrap()).unwrap();
+    v["weight_map"]["layers.0.attn.ghost"] = json!("model-00001-of-00003.safetensors");
+    std::fs::write(&idx, v.to_string()).unwrap();
+    let e = err_of(&fx);
+    assert!(
+        e.contains("layers.0.attn.ghost") && e.contains("model-00001-of-00003"),
+        "{e}"
+    );
+    v["weight_map"]["layers.0.attn.ghost"] = json!("../elsewhere.safetensors");
+    std::fs::write(&idx, v.to_string()).unwrap();
+    let e = err_of(&fx);
+    assert!(e.contains("elsewhere"), "{e}");
+    std::fs::remove_dir_all(&fx.dir).unwrap();
+}
