@@ -33,7 +33,11 @@ MTP_FIXTURES = ("a",)
 FIXTURE_SPECS = {
     "a": (1234, 100),
     "b": (5678, 2200),
+    "c": (4242, 160),
 }
+
+# fixtures whose weights come from a GGUF written by ds4_gguf::synth, read with gguf-py
+GGUF_FIXTURES = ("c",)
 
 
 def run_generator(which, seed, out_dir):
@@ -48,6 +52,23 @@ def run_generator(which, seed, out_dir):
         dt = {"F32": np.float32, "I32": np.int32}[e["type"]]
         # GGUF dims are fastest-first; numpy wants the reverse
         tensors[name] = raw.view(dt).reshape(list(reversed(e["dims"]))).copy()
+    return manifest, tensors
+
+
+def run_synth(seed, out_dir):
+    path = os.path.join(out_dir, "synth.gguf")
+    cmd = ["cargo", "run", "-q", "-p", "ds4-model", "--release", "--example", "synth_oracle", "--", str(seed), path]
+    res = subprocess.run(cmd, cwd=os.environ.get("DS4_WORKSPACE", ROOT), check=True, capture_output=True, text=True)
+    manifest = json.loads(res.stdout)
+    import gguf  # gguf-py, the reference GGUF reader
+
+    reader = gguf.GGUFReader(path)
+    tensors = {}
+    for t in reader.tensors:
+        if t.tensor_type == gguf.GGMLQuantizationType.F32 or t.tensor_type == gguf.GGMLQuantizationType.I32:
+            tensors[t.name] = np.array(t.data).copy()  # gguf-py already reverses the dims
+        else:
+            raise SystemExit(f"{t.name}: type {t.tensor_type.name}; fixture C expects the F32 recipe")
     return manifest, tensors
 
 
@@ -240,7 +261,10 @@ def install_stable_topk():
 def build(which):
     seed, n_tokens = FIXTURE_SPECS[which]
     with tempfile.TemporaryDirectory() as d:
-        manifest, tensors = run_generator(which, seed, d)
+        if which in GGUF_FIXTURES:
+            manifest, tensors = run_synth(seed, d)
+        else:
+            manifest, tensors = run_generator(which, seed, d)
     c = manifest["config"]
     cfg = hf_config(c)
     cfg._attn_implementation = "eager"
@@ -293,7 +317,9 @@ def build(which):
         "max_abs_logit": float(np.abs(logits).max()),
         "argmax": logits.argmax(axis=1).tolist(),
         "routed_clamp_hits": hits,
-        "generator": "cargo run -p ds4-model --release --example tiny_weights -- %s %d DIR" % (which, seed),
+        "generator": ("cargo run -p ds4-model --release --example synth_oracle -- %d OUT.gguf" % seed)
+        if which in GGUF_FIXTURES
+        else ("cargo run -p ds4-model --release --example tiny_weights -- %s %d DIR" % (which, seed)),
         "oracle": "transformers %s DeepseekV4ForCausalLM, torch %s, float32, CPU, eager, use_cache=False"
         % (transformers.__version__, torch.__version__),
         "config": c,

@@ -312,7 +312,18 @@ pub fn write_for_oracle(m: &TinyModel, dir: &Path) -> Result<()> {
         ));
         off += t.bytes().len();
     }
-    let c = &m.cfg;
+    let cfg = config_json(&m.cfg);
+    let manifest = format!(
+        "{{\n  \"fingerprint\": \"{:016x}\",\n  \"config\": {cfg},\n  \"tensors\": {{\n{}\n  }}\n}}\n",
+        m.fingerprint,
+        entries.join(",\n")
+    );
+    std::fs::write(dir.join("manifest.json"), manifest)?;
+    Ok(())
+}
+
+/// The config as the JSON object tools/oracle/gen_fixtures.py reads.
+pub fn config_json(c: &Config) -> String {
     let list = |v: &[usize]| {
         v.iter()
             .map(|x| x.to_string())
@@ -325,18 +336,30 @@ pub fn write_for_oracle(m: &TinyModel, dir: &Path) -> Result<()> {
         .map(|x| format!("{x:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let cfg = format!(
+    format!(
         "{{\"vocab\": {}, \"dim\": {}, \"n_layers\": {}, \"n_heads\": {}, \"head_dim\": {}, \"rope_dim\": {}, \"q_lora\": {}, \"o_groups\": {}, \"o_lora\": {}, \"n_experts\": {}, \"n_experts_used\": {}, \"ffn_dim\": {}, \"routed_scale\": {:?}, \"swiglu_limit\": [{lim}], \"n_hash\": {}, \"window\": {}, \"compress_ratios\": [{}], \"idx_heads\": {}, \"idx_dim\": {}, \"idx_topk\": {}, \"n_hc\": {}, \"sinkhorn_iters\": {}, \"hc_eps\": {:?}, \"rms_eps\": {:?}, \"rope_theta\": {:?}, \"compress_rope_theta\": {:?}, \"yarn_factor\": {:?}, \"yarn_orig_ctx\": {}, \"yarn_beta_fast\": {:?}, \"yarn_beta_slow\": {:?}}}",
         c.vocab, c.dim, c.n_layers, c.n_heads, c.head_dim, c.rope_dim, c.q_lora, c.o_groups, c.o_lora, c.n_experts,
         c.n_experts_used, c.ffn_dim, c.routed_scale, c.n_hash, c.window, list(&c.compress_ratios), c.idx_heads,
         c.idx_dim, c.idx_topk, c.n_hc, c.sinkhorn_iters, c.hc_eps, c.rms_eps, c.rope_theta, c.compress_rope_theta,
         c.yarn_factor, c.yarn_orig_ctx, c.yarn_beta_fast, c.yarn_beta_slow
-    );
-    let manifest = format!(
-        "{{\n  \"fingerprint\": \"{:016x}\",\n  \"config\": {cfg},\n  \"tensors\": {{\n{}\n  }}\n}}\n",
-        m.fingerprint,
-        entries.join(",\n")
-    );
-    std::fs::write(dir.join("manifest.json"), manifest)?;
-    Ok(())
+    )
+}
+
+/// FNV-1a over every tensor's name and bytes of a GGUF file, in directory order.
+pub fn gguf_fingerprint(f: &ds4_gguf::GgufFile) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for t in f.tensors() {
+        h = fnv1a(t.name.as_bytes(), h);
+        h = fnv1a(f.tensor_data(t), h);
+    }
+    h
+}
+
+/// Fixture C: the ds4_gguf::synth tiny preset (5 layers [0,0,4,128,4], 3 hash
+/// layers, window 16, top-k 8) with a 300-token placeholder vocabulary, F32.
+pub fn synth_config_c(seed: u64) -> ds4_gguf::synth::SynthConfig {
+    let mut c = ds4_gguf::synth::SynthConfig::tiny();
+    c.vocab = ds4_gguf::synth::VocabSource::Placeholder(300);
+    c.seed = seed;
+    c
 }

@@ -229,3 +229,48 @@ fn mtp_block_matches_transformers_layer_a() {
     eprintln!("fixture a: MTP block max|Δ|/max|logit| = {worst:e}");
     assert!(worst <= 1e-4, "MTP: {worst:e}");
 }
+
+#[test]
+fn exact_matches_transformers_c_from_synth_gguf() {
+    // fixture C: weights from a GGUF written by ds4_gguf::synth, read by gguf-py for
+    // the oracle and through the validated, zero-copy GGUF path here
+    let dir = fixtures_dir();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tiny_c.json")).unwrap()).unwrap();
+    let seed = meta["seed"].as_u64().unwrap();
+    let tmp = std::env::temp_dir().join(format!("ds4-model-oracle-c-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let path = tmp.join("c.gguf");
+    ds4_gguf::synth::synth_main(&tiny::synth_config_c(seed), &path).unwrap();
+    let (file, _) = ds4_model::gguf::open_validated(&path).unwrap();
+    assert_eq!(
+        format!("{:016x}", tiny::gguf_fingerprint(&file)),
+        meta["fingerprint"].as_str().unwrap(),
+        "fixture tiny_c is stale (synth output changed): regenerate with python tools/oracle/gen_fixtures.py c"
+    );
+    drop(file);
+    let model = ds4_model::load(Cpu, &path, None).unwrap();
+    let tokens: Vec<u32> = meta["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let (shape, logits) = ds4_model::npy::read_f32(&dir.join("tiny_c_logits.npy")).unwrap();
+    assert_eq!(shape, vec![tokens.len(), model.cfg.vocab]);
+    let f = Fixture {
+        vocab: model.cfg.vocab,
+        cfg: model.cfg.clone(),
+        max_abs: logits.iter().fold(0f32, |a, &b| a.max(b.abs())),
+        tokens,
+        logits,
+        model,
+    };
+    let mut s = f.model.session(Numerics::Exact);
+    let got = f.model.forward(&mut s, &f.tokens, Want::All).unwrap();
+    let w = compare(&f, 0, &got, "c whole");
+    let w2 = chunked(&f, &splits(f.tokens.len(), 5, 40), "c chunks");
+    let w3 = decoded(&f, "c decode");
+    eprintln!("fixture c (synth GGUF): whole {w:e}, chunked {w2:e}, decoded {w3:e}");
+    std::fs::remove_dir_all(&tmp).ok();
+}
