@@ -274,3 +274,31 @@ fn exact_matches_transformers_c_from_synth_gguf() {
     eprintln!("fixture c (synth GGUF): whole {w:e}, chunked {w2:e}, decoded {w3:e}");
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+#[test]
+fn fixture_b_exercises_indexer_pruning() {
+    // Without the top-512 selection the logits agree with the oracle before position
+    // 2051 (n_comp <= 512) and clearly differ after it: the fixture really tests pruning.
+    let f = load("b");
+    let mut cfg = f.cfg.clone();
+    cfg.idx_topk = usize::MAX / 2;
+    let m = tiny::generate(&cfg, 5678).unwrap();
+    let unpruned = Model::bind(Cpu, cfg, &m.main, None).unwrap();
+    let mut s = unpruned.session(Numerics::Exact);
+    let got = unpruned.forward(&mut s, &f.tokens, Want::All).unwrap();
+    let v = f.vocab;
+    let row_diff = |t: usize| {
+        f.logits[t * v..(t + 1) * v]
+            .iter()
+            .zip(&got[t * v..(t + 1) * v])
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()))
+    };
+    let before = (0..2051).map(row_diff).fold(0f32, f32::max) / f.max_abs;
+    let after = (2051..f.tokens.len()).map(row_diff).fold(0f32, f32::max) / f.max_abs;
+    eprintln!("fixture b without pruning: before 2051 {before:e}, from 2051 {after:e}");
+    assert!(before <= 1e-4);
+    assert!(
+        after > 1e-3,
+        "pruning made no visible difference ({after:e})"
+    );
+}
