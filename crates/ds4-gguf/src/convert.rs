@@ -101,6 +101,8 @@ pub struct ConvertOptions {
     pub mtp_out: Option<PathBuf>,
     /// Worker threads for dequantization/quantization (0 = all cores).
     pub threads: usize,
+    /// Checkpoint tensors the layout does not use become a note instead of an error.
+    pub allow_unused: bool,
 }
 
 impl ConvertOptions {
@@ -111,6 +113,7 @@ impl ConvertOptions {
             recipe,
             mtp_out: None,
             threads: 0,
+            allow_unused: false,
         }
     }
 }
@@ -368,7 +371,8 @@ fn write_plan(
             Ok(())
         }
         Plan::Experts(srcs) => {
-            let group = rayon::current_num_threads().max(1);
+            // Experts in flight at once (each holds its f32 matrix and its encoding).
+            let group = rayon::current_num_threads().clamp(1, 32);
             for (g, batch) in srcs.chunks(group).enumerate() {
                 let outs: Vec<Result<Vec<u8>, ConvertError>> = batch
                     .par_iter()
@@ -558,10 +562,16 @@ fn convert_inner(
         if unused.len() > 10 {
             names.push_str(", ...");
         }
-        return Err(ConvertError::Unused {
-            count: unused.len(),
-            names,
-        });
+        if !opts.allow_unused {
+            return Err(ConvertError::Unused {
+                count: unused.len(),
+                names,
+            });
+        }
+        notes.push(format!(
+            "ignored {} checkpoint tensor(s) the layout does not use: {names}",
+            unused.len()
+        ));
     }
 
     let mut kvs = model.kvs_with_arch(layout::ARCH);

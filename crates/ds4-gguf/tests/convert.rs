@@ -1009,6 +1009,16 @@ fn bad_inputs_name_the_problem() {
     });
     let e = err_of(&fx);
     assert!(e.contains("layers.0.attn.extra.weight"), "{e}");
+    let mut opts = ConvertOptions::new(&fx.dir, fx.dir.join("extra.gguf"), Recipe::F32);
+    opts.allow_unused = true;
+    let rep = convert(&opts, &mut |_: &str| {}).unwrap();
+    assert!(
+        rep.notes
+            .iter()
+            .any(|n| n.contains("layers.0.attn.extra.weight")),
+        "{:?}",
+        rep.notes
+    );
 
     // tid2eid value outside [0, n_expert).
     mutate(&fx, |hf| {
