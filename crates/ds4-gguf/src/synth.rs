@@ -70,6 +70,18 @@ pub struct SynthConfig {
     pub mtp_plain: Option<GgmlType>,
     /// `general.name`; None: a generated description.
     pub name: Option<String>,
+    /// Scale a few random rows of the SwiGLU gate/up weights (routed and shared) so that
+    /// |gate| and |up| exceed the clamp (10) and the clamp paths run (model.md §9.3).
+    pub hot_rows: Option<HotRows>,
+}
+
+/// Rows (output units) of gate/up weights drawn with a larger std.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HotRows {
+    /// On average one row in `one_in` is hot (chosen by hashing the row index).
+    pub one_in: u32,
+    /// Std multiplier of a hot row.
+    pub scale: f32,
 }
 
 impl SynthConfig {
@@ -108,6 +120,10 @@ impl SynthConfig {
             mtp_recipe: None,
             mtp_plain: None,
             name: None,
+            hot_rows: Some(HotRows {
+                one_in: 256,
+                scale: 20.0,
+            }),
         }
     }
 
@@ -122,6 +138,7 @@ impl SynthConfig {
             mtp_recipe: None,
             mtp_plain: None,
             name: None,
+            hot_rows: None,
         }
     }
 
@@ -221,6 +238,7 @@ struct Plan {
     specs: Vec<TensorSpec>,
     model: ModelConfig,
     seed: u64,
+    hot: Option<HotRows>,
 }
 
 impl Plan {
@@ -445,6 +463,7 @@ fn main_plan(cfg: &SynthConfig, vocab: Option<&Vocab>) -> Result<Plan, SynthErro
         specs,
         model,
         seed: cfg.seed,
+        hot: cfg.hot_rows,
     })
 }
 
@@ -480,6 +499,7 @@ fn mtp_plan(cfg: &SynthConfig) -> Result<Plan, SynthError> {
         specs,
         model,
         seed: cfg.seed,
+        hot: cfg.hot_rows,
     })
 }
 
@@ -559,9 +579,10 @@ fn write_plan<W: Write + Send>(plan: &Plan, w: W) -> Result<(W, SynthStats), Syn
         let specs = &plan.specs;
         let model = &plan.model;
         let seed = plan.seed;
+        let hot = plan.hot;
         let producer = s.spawn(move || {
             for spec in specs {
-                let gen = Generator::new(spec, model, seed);
+                let gen = Generator::new(spec, model, seed, hot);
                 let unit = gen.unit_bytes();
                 let total = spec.n_bytes() as usize;
                 let per_chunk = (CHUNK_BYTES / unit).max(1) * unit;
@@ -706,6 +727,8 @@ struct Generator {
     key: u64,
     /// tid2eid row length (n_expert_used); 0 otherwise.
     row: usize,
+    /// (one_in, scale, units per row) for gate/up weights with hot rows.
+    hot: Option<(u64, f32, u64)>,
 }
 
 /// Mean-square of the IQ2_XXS grid bytes over all 256 grid entries (computed from
@@ -717,8 +740,24 @@ const IQ2XXS_SCALE_MEAN_SQ: f32 = 341.0 / 64.0;
 const JITTER_MEAN_SQ: f32 = 1.083_333_3;
 
 impl Generator {
-    fn new(spec: &TensorSpec, model: &ModelConfig, seed: u64) -> Generator {
+    fn new(spec: &TensorSpec, model: &ModelConfig, seed: u64, hot: Option<HotRows>) -> Generator {
         let init = init_for(spec, model);
+        let swiglu_in = [
+            "ffn_gate_exps.weight",
+            "ffn_up_exps.weight",
+            "ffn_gate_shexp.weight",
+            "ffn_up_shexp.weight",
+        ]
+        .iter()
+        .any(|sfx| spec.name.ends_with(sfx));
+        let hot = match hot {
+            Some(h) if swiglu_in && h.one_in > 0 && spec.dims.len() > 1 => Some((
+                h.one_in as u64,
+                h.scale,
+                (spec.dims[0] / spec.recipe_type.block_elems() as u64).max(1),
+            )),
+            _ => None,
+        };
         Generator {
             ty: spec.recipe_type,
             init,
@@ -728,6 +767,24 @@ impl Generator {
             } else {
                 0
             },
+            hot,
+        }
+    }
+
+    /// Std multiplier of the row holding unit `u` (element or block).
+    #[inline]
+    fn hot_factor(&self, u: u64) -> f32 {
+        match self.hot {
+            Some((one_in, scale, per_row)) => {
+                let row = u / per_row;
+                if mix64(self.key ^ row.wrapping_add(1).wrapping_mul(GOLDEN)).is_multiple_of(one_in)
+                {
+                    scale
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
         }
     }
 
@@ -762,7 +819,9 @@ impl Generator {
     #[inline]
     fn value(&self, i: u64) -> f32 {
         match self.init {
-            Init::Normal { mean, std } => mean + std * gauss(rand_at(self.key, i)),
+            Init::Normal { mean, std } => {
+                mean + std * self.hot_factor(i) * gauss(rand_at(self.key, i))
+            }
             Init::Const(c) => c,
             Init::Tid2Eid { .. } => 0.0,
         }
@@ -844,7 +903,7 @@ impl Generator {
     /// Per-block scale jitter in [0.5, 1.5), E[f²] = JITTER_MEAN_SQ.
     #[inline]
     fn jitter(&self, b: u64) -> f32 {
-        0.5 + unit(self.word(b, 63))
+        (0.5 + unit(self.word(b, 63))) * self.hot_factor(b)
     }
 
     fn fill_random(&self, b: u64, first_word: u64, out: &mut [u8]) {
@@ -977,7 +1036,7 @@ mod tests {
             allowed: vec![GgmlType::Q4K],
             recipe_type: GgmlType::Q4K,
         };
-        let g = Generator::new(&spec, &ModelConfig::published(), 7);
+        let g = Generator::new(&spec, &ModelConfig::published(), 7, None);
         for b in 0..50u64 {
             let mut blk = [0u8; 144];
             g.q4_k_block(b, 0.1, &mut blk);

@@ -248,9 +248,12 @@ fn moments(f: &GgufFile, name: &str) -> (f64, f64) {
 #[test]
 fn random_weights_have_the_target_statistics() {
     // n_embd = expert_ffn = q_lora... see SynthConfig::tiny(): fan-in 256 except q_b (64)
-    let q2 = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::Q2, 21))).unwrap();
-    let q4 = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::Q4, 21))).unwrap();
-    let f32f = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::F32, 21))).unwrap();
+    let plain = |r: Recipe| {
+        let mut c = tiny_placeholder(r, 21);
+        c.hot_rows = None;
+        GgufFile::from_bytes(build(&c)).unwrap()
+    };
+    let (q2, q4, f32f) = (plain(Recipe::Q2), plain(Recipe::Q4), plain(Recipe::F32));
     let cases: [(&GgufFile, &str, f64, f64); 11] = [
         (&q2, "blk.3.ffn_gate_exps.weight", 0.0, 1.0 / 16.0), // IQ2_XXS
         (&q2, "blk.3.ffn_down_exps.weight", 0.0, 1.0 / 16.0), // Q2_K
@@ -282,5 +285,55 @@ fn random_weights_have_the_target_statistics() {
     ] {
         let (mean, std) = moments(f, name);
         assert_eq!((mean, std), (v, 0.0), "{name}");
+    }
+}
+
+#[test]
+fn hot_rows_make_a_few_gate_up_rows_large() {
+    let f = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::F32, 4))).unwrap();
+    let row_rms = |name: &str| -> Vec<f64> {
+        let t = f.tensor(name).unwrap();
+        let row = t.dims[0] as usize;
+        f.tensor_data(t)
+            .chunks_exact(4 * row)
+            .map(|r| {
+                let ss: f64 = r
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .map(|x| x * x)
+                    .sum();
+                (ss / row as f64).sqrt()
+            })
+            .collect()
+    };
+    let sigma = 1.0 / 16.0; // fan-in 256
+    for name in [
+        "blk.3.ffn_gate_exps.weight",
+        "blk.3.ffn_up_exps.weight",
+        "blk.3.ffn_down_exps.weight",
+        "blk.3.ffn_gate_shexp.weight",
+    ] {
+        let rms = row_rms(name);
+        let hot = rms.iter().filter(|&&r| r > 5.0 * sigma).count();
+        let cold_ok = rms
+            .iter()
+            .all(|&r| r > 5.0 * sigma || (r / sigma - 1.0).abs() < 0.3);
+        assert!(cold_ok, "{name}: a normal row is off");
+        if name.contains("down") {
+            assert_eq!(hot, 0, "{name}");
+        } else {
+            // one row in 256 on average
+            let want = rms.len() as f64 / 256.0;
+            assert!(
+                (hot as f64) > want / 4.0 && (hot as f64) < want * 3.0 + 3.0,
+                "{name}: {hot} hot rows of {}",
+                rms.len()
+            );
+            let hot_rms = rms.iter().copied().fold(0f64, f64::max);
+            assert!(
+                (hot_rms / sigma / 20.0 - 1.0).abs() < 0.3,
+                "{name}: {hot_rms}"
+            );
+        }
     }
 }

@@ -281,6 +281,10 @@ struct SynthArgs {
     /// lists comma-separated), repeatable; e.g. --set sliding_window=16 --set n_expert=64.
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     set: Vec<String>,
+    /// Make one gate/up row in N large (std x20) so the SwiGLU clamps run; 0 turns it
+    /// off (default: 256 for tiny, off for full).
+    #[arg(long)]
+    hot_rows: Option<u32>,
     /// Print sizes and the type census without writing anything.
     #[arg(long)]
     dry_run: bool,
@@ -323,6 +327,16 @@ fn synth_config(a: &SynthArgs) -> Result<ds4_gguf::synth::SynthConfig, String> {
     };
     if let Some(n) = a.layers {
         c = c.with_layers(n);
+    }
+    match a.hot_rows {
+        None => {}
+        Some(0) => c.hot_rows = None,
+        Some(n) => {
+            c.hot_rows = Some(ds4_gguf::synth::HotRows {
+                one_in: n,
+                scale: 20.0,
+            })
+        }
     }
     for s in &a.set {
         let (k, v) = s
