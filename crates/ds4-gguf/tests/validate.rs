@@ -439,3 +439,61 @@ fn published_shape_is_strict() {
         &["tensor blk.7.ffn_down_exps.weight has type F16, expected a routed expert quant type (IQ2_XXS, Q2_K or Q4_K)"]
     ));
 }
+
+/// The oracle configurations of model.md §9.3 (T1 structure-preserving, T2 fully shrunk
+/// with window 8, HCA ratio 16, top-k 2) synthesize and pass the generic validator.
+#[test]
+fn model_md_oracle_configs() {
+    let mut c = SynthConfig::tiny();
+    c.vocab = VocabSource::Placeholder(512);
+    c.recipe = Recipe::F32;
+    for (k, v) in [
+        ("n_embd", "64"),
+        ("n_layer", "6"),
+        ("compress_ratios", "0,0,4,128,4,128,0"),
+        ("swiglu_clamp", "10,10,10,10,10,10"),
+        ("n_head", "4"),
+        ("head_dim", "128"),
+        ("rope_dim", "64"),
+        ("q_lora_rank", "32"),
+        ("o_groups", "2"),
+        ("o_lora_rank", "16"),
+        ("n_expert", "8"),
+        ("n_expert_used", "2"),
+        ("expert_ffn", "32"),
+        ("indexer_heads", "4"),
+        ("indexer_head_dim", "128"),
+        ("indexer_top_k", "4"),
+        ("sliding_window", "128"),
+    ] {
+        c.model.set_field(k, v).unwrap();
+    }
+    let t1 = GgufFile::from_bytes(synth_main_to(&c, Vec::new()).unwrap().0).unwrap();
+    let r = validate(&t1);
+    assert!(r.is_ok(), "{:#?}", r.errors);
+    assert_eq!(r.variant, Variant::Scaled);
+    let m = r.config.unwrap();
+    assert_eq!(
+        (m.n_embd, m.n_layer, m.vocab_size, m.indexer_top_k),
+        (64, 6, 512, 4)
+    );
+    assert_eq!(
+        t1.tensor("blk.5.attn_compressor_ape.weight").unwrap().dims,
+        vec![128, 128]
+    );
+
+    c.model.set_field("sliding_window", "8").unwrap();
+    c.model
+        .set_field("compress_ratios", "0,0,4,16,4,16,0")
+        .unwrap();
+    c.model.set_field("indexer_top_k", "2").unwrap();
+    let t2 = GgufFile::from_bytes(synth_main_to(&c, Vec::new()).unwrap().0).unwrap();
+    let r = validate(&t2);
+    assert!(r.is_ok(), "{:#?}", r.errors);
+    assert_eq!(
+        t2.tensor("blk.3.attn_compressor_ape.weight").unwrap().dims,
+        vec![128, 16]
+    );
+    let m = GgufFile::from_bytes(synth_mtp_to(&c, Vec::new()).unwrap().0).unwrap();
+    assert_eq!(validate(&m).variant, Variant::Mtp);
+}
