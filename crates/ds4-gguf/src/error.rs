@@ -43,6 +43,13 @@ pub enum GgufError {
         need: u128,
         left: u64,
     },
+    #[error("{what} at byte {offset}: {count} exceeds the limit of {limit}")]
+    LimitExceeded {
+        offset: u64,
+        what: &'static str,
+        count: u64,
+        limit: u64,
+    },
     #[error("unknown GGUF metadata value type {type_id} at byte {offset}")]
     UnknownValueType { offset: u64, type_id: u32 },
     #[error("invalid UTF-8 in {what} at byte {offset}: {source}")]

@@ -24,6 +24,12 @@ pub const MAX_NESTING_DEPTH: u32 = 8;
 pub const MAX_DIMS: u32 = 8;
 /// Files shorter than this are rejected (ds4.c `model_open`).
 pub const MIN_FILE_LEN: u64 = 32;
+/// Most metadata values (array elements included) decoded from one file. The published
+/// files hold about 0.4 M (tokenizer arrays); the cap keeps a corrupt count inside an
+/// 80 GB mmap from turning into a multi-GB `Vec<Value>` (at most 16 Mi × 32 bytes).
+pub const MAX_METADATA_VALUES: u64 = 1 << 24;
+/// Longest metadata string or key accepted (the published chat template is ~10 KB).
+pub const MAX_STRING_LEN: u64 = 256 << 20;
 
 /// One entry of the tensor directory.
 #[derive(Clone, Debug)]
@@ -234,6 +240,8 @@ pub fn align_up(x: u64, a: u64) -> Option<u64> {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Metadata values that may still be decoded (see [`MAX_METADATA_VALUES`]).
+    values_left: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -281,8 +289,17 @@ impl<'a> Cursor<'a> {
     /// u64 length + UTF-8 bytes. The length is checked against the remaining bytes
     /// before anything is allocated.
     fn string(&mut self, what: &'static str) -> Result<String, GgufError> {
+        let len_offset = self.pos as u64;
         let len = self.u64(what)?;
         let start = self.pos as u64;
+        if len > MAX_STRING_LEN {
+            return Err(GgufError::LimitExceeded {
+                offset: len_offset,
+                what,
+                count: len,
+                limit: MAX_STRING_LEN,
+            });
+        }
         let bytes = self.take(len, what)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
@@ -315,6 +332,20 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
+    /// Takes `n` from the decoded-value budget.
+    fn spend_values(&mut self, n: u64, offset: u64) -> Result<(), GgufError> {
+        if n > self.values_left {
+            return Err(GgufError::LimitExceeded {
+                offset,
+                what: "metadata values (array elements included)",
+                count: MAX_METADATA_VALUES - self.values_left + n,
+                limit: MAX_METADATA_VALUES,
+            });
+        }
+        self.values_left -= n;
+        Ok(())
+    }
+
     fn value_type(&mut self) -> Result<ValueType, GgufError> {
         let offset = self.pos as u64;
         let id = self.u32("metadata value type")?;
@@ -329,6 +360,9 @@ impl<'a> Cursor<'a> {
     /// array values are depth-checked (scalar array elements are read in bulk there).
     fn value(&mut self, t: ValueType, depth: u32) -> Result<Value, GgufError> {
         const W: &str = "metadata value";
+        if depth == 0 {
+            self.spend_values(1, self.pos as u64)?;
+        }
         if matches!(t, ValueType::String | ValueType::Array) && depth > MAX_NESTING_DEPTH {
             return Err(GgufError::NestingTooDeep {
                 offset: self.pos as u64,
@@ -359,8 +393,9 @@ impl<'a> Cursor<'a> {
                     "metadata array element",
                     count_offset,
                 )?;
-                // `count` items fit in the remaining bytes, so this allocation is bounded
-                // by the file size times size_of::<Value>().
+                self.spend_values(count, count_offset)?;
+                // `count` items fit in the remaining bytes and in the value budget, so
+                // this allocation is bounded by MAX_METADATA_VALUES * size_of::<Value>().
                 let mut items = Vec::with_capacity(count as usize);
                 for _ in 0..count {
                     items.push(self.value(elem, depth + 1)?);
@@ -376,7 +411,11 @@ fn parse_container(buf: &[u8]) -> Result<Parsed, GgufError> {
     if file_len < MIN_FILE_LEN {
         return Err(GgufError::TooSmall { len: file_len });
     }
-    let mut c = Cursor { buf, pos: 0 };
+    let mut c = Cursor {
+        buf,
+        pos: 0,
+        values_left: MAX_METADATA_VALUES,
+    };
     let magic = c.array::<4>("magic")?;
     if u32::from_le_bytes(magic) != GGUF_MAGIC {
         return Err(GgufError::BadMagic { found: magic });

@@ -9,7 +9,8 @@ use ds4_quant::GgmlType;
 
 use crate::error::GgufError;
 use crate::reader::{
-    align_up, alignment_from_metadata, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_NESTING_DEPTH,
+    align_up, alignment_from_metadata, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS, MAX_METADATA_VALUES,
+    MAX_NESTING_DEPTH, MAX_STRING_LEN,
 };
 use crate::value::Value;
 
@@ -149,15 +150,23 @@ impl GgufWriter {
         out.extend_from_slice(&GGUF_VERSION.to_le_bytes());
         out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.kvs.len() as u64).to_le_bytes());
+        // Refuse what the reader would refuse, so every written file reads back.
+        let mut values = 0u64;
         for (key, v) in &self.kvs {
-            put_str(&mut out, key);
-            out.extend_from_slice(&v.value_type().id().to_le_bytes());
-            put_value(&mut out, v, 0).map_err(|problem| GgufError::BadValue {
+            let bad = |problem: String| GgufError::BadValue {
                 key: key.clone(),
                 problem,
-            })?;
+            };
+            check_str_len(key).map_err(bad)?;
+            put_str(&mut out, key);
+            out.extend_from_slice(&v.value_type().id().to_le_bytes());
+            put_value(&mut out, v, 0, &mut values).map_err(bad)?;
         }
         for (i, t) in self.tensors.iter().enumerate() {
+            check_str_len(&t.name).map_err(|problem| GgufError::BadTensor {
+                name: t.name.clone(),
+                problem,
+            })?;
             put_str(&mut out, &t.name);
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             for d in &t.dims {
@@ -206,11 +215,28 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Encodes a value's payload (without its type id). Err describes a malformed value.
-fn put_value(out: &mut Vec<u8>, v: &Value, depth: u32) -> Result<(), String> {
+fn check_str_len(s: &str) -> Result<(), String> {
+    if s.len() as u64 > MAX_STRING_LEN {
+        return Err(format!(
+            "string of {} bytes exceeds the limit of {MAX_STRING_LEN}",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Encodes a value's payload (without its type id); `values` counts decoded values
+/// against the reader's budget. Err describes a malformed value.
+fn put_value(out: &mut Vec<u8>, v: &Value, depth: u32, values: &mut u64) -> Result<(), String> {
     if matches!(v, Value::String(_) | Value::Array(..)) && depth > MAX_NESTING_DEPTH {
         return Err(format!(
             "array nesting depth {depth} exceeds the maximum {MAX_NESTING_DEPTH}"
+        ));
+    }
+    *values += 1;
+    if *values > MAX_METADATA_VALUES {
+        return Err(format!(
+            "more than {MAX_METADATA_VALUES} metadata values (array elements included) in the file"
         ));
     }
     match v {
@@ -222,7 +248,10 @@ fn put_value(out: &mut Vec<u8>, v: &Value, depth: u32) -> Result<(), String> {
         Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::F32(x) => out.extend_from_slice(&x.to_bits().to_le_bytes()),
         Value::Bool(x) => out.push(*x as u8),
-        Value::String(s) => put_str(out, s),
+        Value::String(s) => {
+            check_str_len(s)?;
+            put_str(out, s)
+        }
         Value::Array(elem, items) => {
             out.extend_from_slice(&elem.id().to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
@@ -233,7 +262,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value, depth: u32) -> Result<(), String> {
                         item.value_type()
                     ));
                 }
-                put_value(out, item, depth + 1)?;
+                put_value(out, item, depth + 1, values)?;
             }
         }
         Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),

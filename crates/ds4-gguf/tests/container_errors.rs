@@ -184,7 +184,7 @@ fn huge_counts_and_lengths_are_rejected_before_allocating() {
     r.u64(1 << 63);
     let e = err_of(GgufFile::from_bytes(r.data(64)));
     assert!(
-        matches!(e, GgufError::Truncated { need, .. } if need == 1 << 63),
+        matches!(e, GgufError::LimitExceeded { offset: 24, count, .. } if count == 1 << 63),
         "{e}"
     );
     // A string value length of u64::MAX.
@@ -192,8 +192,23 @@ fn huge_counts_and_lengths_are_rejected_before_allocating() {
     r.str(b"k").u32(8).u64(u64::MAX);
     assert!(matches!(
         err_of(GgufFile::from_bytes(r.data(64))),
-        GgufError::Truncated { .. }
+        GgufError::LimitExceeded { .. }
     ));
+    // A plausible string length past the end of the file.
+    let mut r = Raw::header(3, 0, 1);
+    r.str(b"k").u32(8).u64(1000);
+    let e = err_of(GgufFile::from_bytes(r.data(64)));
+    assert!(
+        matches!(
+            e,
+            GgufError::Truncated {
+                offset: 45,
+                need: 1000,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Array counts: u64::MAX of u8, of strings, of arrays, of u64.
     for elem in [0u32, 8, 9, 10] {
         let mut r = Raw::header(3, 0, 1);
@@ -213,15 +228,33 @@ fn huge_counts_and_lengths_are_rejected_before_allocating() {
             assert!(res.is_err());
         }
     }
-    // A tensor name length past the end.
-    let mut r = Raw::header(3, 1, 0);
-    r.u64(1 << 40);
-    let mut v = r.0.clone();
-    v.resize(64, 0);
-    assert!(matches!(
-        GgufFile::from_bytes(v),
-        Err(GgufError::Truncated { .. })
-    ));
+    // Tensor name lengths: absurd, and plausible but past the end.
+    for (len, truncated) in [(1u64 << 40, false), (40, true)] {
+        let mut r = Raw::header(3, 1, 0);
+        r.u64(len);
+        let mut v = r.0.clone();
+        v.resize(64, 0);
+        let e = err_of(GgufFile::from_bytes(v));
+        if truncated {
+            assert!(
+                matches!(
+                    e,
+                    GgufError::Truncated {
+                        offset: 32,
+                        need: 40,
+                        left: 32,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        } else {
+            assert!(
+                matches!(e, GgufError::LimitExceeded { offset: 24, .. }),
+                "{e}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -449,4 +482,42 @@ fn alignment_rule() {
     let f = GgufFile::from_bytes(v).unwrap();
     assert_eq!(f.data_start(), end.next_multiple_of(16) as u64);
     assert_eq!(f.tensor_data(&f.tensors()[0]), &[7, 7, 7, 7]);
+}
+
+#[test]
+fn metadata_value_budget_and_string_limit() {
+    use ds4_gguf::reader::{MAX_METADATA_VALUES, MAX_STRING_LEN};
+    // A u8 array one element over the budget, with every byte present: refused before
+    // decoding (a corrupt count inside a huge mmap must not become a huge Vec).
+    let n = MAX_METADATA_VALUES; // + the top-level value itself = budget + 1
+    let mut r = Raw::header(3, 0, 1);
+    r.str(b"big").u32(9).u32(0).u64(n);
+    let count_offset = r.0.len() as u64 - 8;
+    let mut v = r.0.clone();
+    v.resize(v.len() + n as usize, 1);
+    let e = err_of(GgufFile::from_bytes(v));
+    assert!(
+        matches!(e, GgufError::LimitExceeded { offset, count, limit, .. }
+            if offset == count_offset && count == n + 1 && limit == n),
+        "{e}"
+    );
+    // One element fewer fits.
+    let mut r = Raw::header(3, 0, 1);
+    r.str(b"big").u32(9).u32(0).u64(n - 1);
+    let mut v = r.0.clone();
+    v.resize(v.len() + n as usize - 1, 1);
+    let f = GgufFile::from_bytes(v).unwrap();
+    assert_eq!(
+        f.get("big").unwrap().as_array().unwrap().1.len() as u64,
+        n - 1
+    );
+    // A string length over MAX_STRING_LEN is refused whether or not its bytes are there.
+    let mut r = Raw::header(3, 0, 1);
+    r.str(b"k").u32(8).u64(MAX_STRING_LEN + 1);
+    let e = err_of(GgufFile::from_bytes(r.data(64)));
+    assert!(
+        matches!(e, GgufError::LimitExceeded { offset: 37, count, .. } if count == MAX_STRING_LEN + 1),
+        "{e}"
+    );
+    assert!(e.to_string().contains("metadata string at byte 37"), "{e}");
 }

@@ -231,6 +231,21 @@ fn writer_rejects_bad_input() {
         w.begin(Vec::new()),
         Err(GgufError::BadValue { .. })
     ));
+    // More metadata values than a reader decodes.
+    let mut w = GgufWriter::new();
+    w.add_kv(
+        "a",
+        Value::Array(ValueType::U8, vec![Value::U8(0); 1 << 23]),
+    );
+    w.add_kv(
+        "b",
+        Value::Array(ValueType::U8, vec![Value::U8(0); 1 << 23]),
+    );
+    let e = w.begin(Vec::new()).err().unwrap();
+    assert!(
+        matches!(&e, GgufError::BadValue { key, .. } if key == "b"),
+        "{e}"
+    );
     // Alignment not a power of two.
     let mut w = GgufWriter::new();
     w.set_alignment(48);
