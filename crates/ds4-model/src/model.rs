@@ -614,6 +614,16 @@ impl<B: Backend> Session<B> {
     pub fn pos(&self) -> usize {
         self.pos
     }
+    /// Position the next [`Model::mtp_forward`] call runs at.
+    pub fn mtp_pos(&self) -> usize {
+        self.mtp_pos
+    }
+    /// Empty the MTP block's raw window and make its next call run at `pos`
+    /// (e.g. the main model's position, ds4.c style, spec §6.3).
+    pub fn reset_mtp(&mut self, model: &Model<B>, pos: usize) {
+        self.mtp_layer = model.mtp.as_ref().map(|m| model.layer_state(&m.block));
+        self.mtp_pos = pos;
+    }
     /// Final HC state of the last processed token (before the output head).
     pub fn last_hidden(&self) -> Option<&B::Buf> {
         self.last_hc.as_ref()
@@ -746,6 +756,18 @@ fn bind_block<B: Backend>(
                 p("ffn_gate_tid2eid.weight"),
                 t.ty
             );
+        }
+        let n = t.n_elems();
+        for (i, q) in t.bytes().chunks_exact(4).take(n).enumerate() {
+            let e = i32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+            if e < 0 || e as usize >= c.n_experts {
+                bail!(
+                    "{}: token {} routes to expert {e}, the model has {}",
+                    p("ffn_gate_tid2eid.weight"),
+                    i / c.n_experts_used,
+                    c.n_experts
+                );
+            }
         }
         Some(t)
     } else {

@@ -283,8 +283,52 @@ fn bad_inputs_are_errors() {
         format!("{err:#}").contains("blk.3.attn_compressor_ape.weight"),
         "{err:#}"
     );
+    // a hash-routing table naming an expert the model does not have
+    let mut bad_hash = ds4_model::MemSource::new();
+    for n in g.main.names() {
+        let t = ds4_model::TensorSource::tensor(&g.main, n).unwrap();
+        if n == "blk.1.ffn_gate_tid2eid.weight" {
+            let mut ids = vec![0i32; t.n_elems()];
+            ids[7] = cfg.n_experts as i32;
+            bad_hash.insert_i32(n, t.dims.clone(), &ids).unwrap();
+        } else {
+            bad_hash.insert(n, t);
+        }
+    }
+    let err = format!(
+        "{:#}",
+        Model::bind(Cpu, cfg.clone(), &bad_hash, None)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        err.contains("blk.1.ffn_gate_tid2eid.weight") && err.contains("expert 8"),
+        "{err}"
+    );
     // a config that cannot run
     let mut bad = cfg;
     bad.head_dim = 100;
     assert!(Model::bind(Cpu, bad, &g.main, None).is_err());
+}
+
+#[test]
+fn mtp_reset_restarts_its_window() {
+    let cfg = tiny::config_a();
+    let m = model(cfg.clone(), 2);
+    let ids = tokens(30, cfg.vocab, 8);
+    let mut s = m.session(Numerics::Exact);
+    m.forward(&mut s, &ids, Want::None).unwrap();
+    let h = s.last_hidden().unwrap().clone();
+    let (first, _) = m.mtp_forward(&mut s, &h, ids[0]).unwrap();
+    for t in &ids[1..20] {
+        m.mtp_forward(&mut s, &h, *t).unwrap();
+    }
+    assert_eq!(s.mtp_pos(), 20);
+    let (later, _) = m.mtp_forward(&mut s, &h, ids[0]).unwrap();
+    assert_ne!(first, later, "the MTP window must carry earlier calls");
+    s.reset_mtp(&m, 0);
+    let (again, _) = m.mtp_forward(&mut s, &h, ids[0]).unwrap();
+    assert_eq!(first, again);
+    // wrong-size state is an error
+    assert!(m.mtp_forward(&mut s, &vec![0.0; 7], ids[0]).is_err());
 }
