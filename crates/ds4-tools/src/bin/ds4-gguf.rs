@@ -530,6 +530,10 @@ struct ConvertArgs {
     /// No per-tensor progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Ignore checkpoint tensors the ds4 layout does not use (listed as a note) instead
+    /// of failing.
+    #[arg(long)]
+    allow_unused: bool,
 }
 
 fn cmd_convert(a: &ConvertArgs, out: &mut impl Write) -> CmdResult {
@@ -539,6 +543,7 @@ fn cmd_convert(a: &ConvertArgs, out: &mut impl Write) -> CmdResult {
     let mut opts = ConvertOptions::new(&a.hf, &a.output, recipe);
     opts.mtp_out = a.mtp_out.clone();
     opts.threads = a.threads;
+    opts.allow_unused = a.allow_unused;
     let quiet = a.quiet;
     let rep = convert(&opts, &mut |line: &str| {
         if !quiet {
