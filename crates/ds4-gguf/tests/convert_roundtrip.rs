@@ -159,3 +159,48 @@ fn real_v4_vocabulary_survives_tokenizer_json() {
     let e = tokenizer::build_vocab(&tj, Some(&tc), 200, None, None).unwrap_err();
     assert!(e.to_string().contains("too small"), "{e}");
 }
+
+#[test]
+fn quantized_synth_exports_dequantized_values() {
+    // A q4 synthetic file exported to official names carries the dequantized values;
+    // converting that with recipe f32 gives exactly ds4_quant's dequantization.
+    let dir = tmpdir("q4");
+    let mut cfg = SynthConfig::tiny();
+    cfg.vocab = SynthVocab::Placeholder(300);
+    cfg.recipe = Recipe::Q4;
+    cfg.seed = 5;
+    let main = dir.join("q4.gguf");
+    synth_main(&cfg, &main).unwrap();
+    let q = GgufFile::open(&main).unwrap();
+    export_official_checkpoint(&q, &dir.join("hf")).unwrap();
+    let out = dir.join("f32.gguf");
+    let mut opts = ConvertOptions::new(dir.join("hf"), &out, Recipe::F32);
+    opts.threads = 2;
+    convert(&opts, &mut |_: &str| {}).unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(f.tensors().len(), q.tensors().len());
+    for (a, b) in q.tensors().iter().zip(f.tensors()) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.dims, b.dims);
+        let ty = a.ggml_type.unwrap();
+        let got = f.tensor_data(b);
+        if ty == ds4_gguf::GgmlType::I32 {
+            assert_eq!(got, q.tensor_data(a), "{}", a.name);
+            continue;
+        }
+        let ncol = a.dims[0] as usize;
+        let rb = ds4_quant::row_bytes(ty, ncol);
+        let mut row = vec![0f32; ncol];
+        for (i, (src, dst)) in q
+            .tensor_data(a)
+            .chunks(rb)
+            .zip(got.chunks(4 * ncol))
+            .enumerate()
+        {
+            ds4_quant::dequantize_row(ty, src, &mut row).unwrap();
+            let want: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
+            assert!(dst == want.as_slice(), "{} row {i}", a.name);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
