@@ -355,7 +355,7 @@ pub fn gguf_fingerprint(f: &ds4_gguf::GgufFile) -> u64 {
     h
 }
 
-/// Fixture C: the ds4_gguf::synth tiny preset (5 layers [0,0,4,128,4], 3 hash
+/// Fixture C: the ds4_gguf::synth tiny preset (5 layers, ratios `[0,0,4,128,4]`, 3 hash
 /// layers, window 16, top-k 8) with a 300-token placeholder vocabulary, F32.
 pub fn synth_config_c(seed: u64) -> ds4_gguf::synth::SynthConfig {
     let mut c = ds4_gguf::synth::SynthConfig::tiny();
