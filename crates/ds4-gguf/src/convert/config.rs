@@ -163,6 +163,16 @@ pub fn parse_config(text: &str) -> Result<CheckpointConfig, ConvertError> {
         None => return Err(missing("swiglu_limit", "SwiGLU clamp")),
     };
 
+    if swiglu_clamp.len() < n_layer as usize {
+        return Err(bad(
+            "swiglu_limit",
+            format!(
+                "{} entries, fewer than num_hidden_layers = {n_layer}",
+                swiglu_clamp.len()
+            ),
+        ));
+    }
+
     // YaRN parameters: official `rope_scaling`, or transformers' `rope_parameters.compress`.
     let rope_obj = match c.get("rope_scaling") {
         Some(Json::Object(o)) => o,
@@ -344,4 +354,94 @@ pub fn config_json(cfg: &ModelConfig, has_mtp: bool, bos: u32, eos: u32) -> Json
         m.insert("max_position_embeddings".into(), json!(cl));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published_json() -> Json {
+        let m = ModelConfig::published();
+        let mut j = config_json(&m, true, 0, 1);
+        j["quantization_config"] = json!({"weight_block_size": [128, 128]});
+        j
+    }
+
+    #[test]
+    fn official_config_gives_the_published_model() {
+        let c = parse_config(&published_json().to_string()).unwrap();
+        let mut want = ModelConfig::published();
+        want.swiglu_clamp = vec![10.0; 43];
+        assert_eq!(c.model, want);
+        assert_eq!(c.fp8_block, (128, 128));
+        assert_eq!((c.bos_token_id, c.eos_token_id), (Some(0), Some(1)));
+        assert_eq!(c.nextn_predict_layers, 1);
+    }
+
+    #[test]
+    fn transformers_spelling_is_accepted() {
+        // transformers' DeepseekV4Config names: layer_types, mlp_layer_types,
+        // partial_rotary_factor, rope_parameters.compress.
+        let mut j = published_json();
+        let o = j.as_object_mut().unwrap();
+        let ratios: Vec<u32> = o
+            .remove("compress_ratios")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let types: Vec<&str> = ratios[..43]
+            .iter()
+            .map(|r| match r {
+                0 => "sliding_attention",
+                4 => "compressed_sparse_attention",
+                _ => "heavily_compressed_attention",
+            })
+            .collect();
+        o.insert("layer_types".into(), json!(types));
+        o.remove("num_hash_layers");
+        let mlp: Vec<&str> = (0..43)
+            .map(|l| if l < 3 { "hash_moe" } else { "moe" })
+            .collect();
+        o.insert("mlp_layer_types".into(), json!(mlp));
+        o.remove("qk_rope_head_dim");
+        o.insert("partial_rotary_factor".into(), json!(0.125));
+        let rs = o.remove("rope_scaling").unwrap();
+        o.insert(
+            "rope_parameters".into(),
+            json!({"main": {"rope_type": "default"}, "compress": {
+            "rope_type": "yarn", "factor": rs["factor"], "beta_fast": rs["beta_fast"],
+            "beta_slow": rs["beta_slow"],
+            "original_max_position_embeddings": rs["original_max_position_embeddings"]}}),
+        );
+        let c = parse_config(&j.to_string()).unwrap();
+        let mut want = ModelConfig::published();
+        want.compress_ratios.truncate(43);
+        assert_eq!(c.model, want);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases: [(&str, Json, &str); 5] = [
+            ("scoring_func", json!("softmax"), "sqrtsoftplus"),
+            ("num_key_value_heads", json!(2), "num_key_value_heads"),
+            ("swiglu_limit", json!([10.0, 10.0]), "swiglu_limit"),
+            ("hidden_size", json!("big"), "hidden_size"),
+            ("compress_ratios", json!([0, 0, 4]), "compress_ratios"),
+        ];
+        for (k, v, needle) in cases {
+            let mut j = published_json();
+            j[k] = v;
+            let e = parse_config(&j.to_string()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{k}: {e}");
+        }
+        let e = parse_config("[1]").unwrap_err().to_string();
+        assert!(e.contains("not a JSON object"), "{e}");
+        let mut j = published_json();
+        j["rope_scaling"]["type"] = json!("linear");
+        let e = parse_config(&j.to_string()).unwrap_err().to_string();
+        assert!(e.contains("rope_scaling.type"), "{e}");
+    }
 }
