@@ -72,6 +72,8 @@ pub struct SynthConfig {
     pub name: Option<String>,
     /// Scale a few random rows of the SwiGLU gate/up weights (routed and shared) so that
     /// |gate| and |up| exceed the clamp (10) and the clamp paths run (model.md §9.3).
+    /// Off in both presets (so existing fixtures keep their bytes); e.g.
+    /// `Some(HotRows { one_in: 256, scale: 20.0 })` gives about one hot row per expert.
     pub hot_rows: Option<HotRows>,
 }
 
@@ -120,10 +122,7 @@ impl SynthConfig {
             mtp_recipe: None,
             mtp_plain: None,
             name: None,
-            hot_rows: Some(HotRows {
-                one_in: 256,
-                scale: 20.0,
-            }),
+            hot_rows: None,
         }
     }
 

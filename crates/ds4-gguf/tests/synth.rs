@@ -3,8 +3,8 @@
 
 use ds4_gguf::layout::{expected_mtp_tensors, expected_tensors, ModelConfig, Recipe};
 use ds4_gguf::synth::{
-    plan_main, plan_mtp, synth_main, synth_main_to, synth_mtp_to, SynthConfig, VocabSource,
-    SPECIAL_TOKENS,
+    plan_main, plan_mtp, synth_main, synth_main_to, synth_mtp_to, HotRows, SynthConfig,
+    VocabSource, SPECIAL_TOKENS,
 };
 use ds4_gguf::{GgmlType, GgufFile};
 
@@ -290,7 +290,12 @@ fn random_weights_have_the_target_statistics() {
 
 #[test]
 fn hot_rows_make_a_few_gate_up_rows_large() {
-    let f = GgufFile::from_bytes(build(&tiny_placeholder(Recipe::F32, 4))).unwrap();
+    let mut cfg = tiny_placeholder(Recipe::F32, 4);
+    cfg.hot_rows = Some(HotRows {
+        one_in: 256,
+        scale: 20.0,
+    });
+    let f = GgufFile::from_bytes(build(&cfg)).unwrap();
     let row_rms = |name: &str| -> Vec<f64> {
         let t = f.tensor(name).unwrap();
         let row = t.dims[0] as usize;

@@ -282,7 +282,7 @@ struct SynthArgs {
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     set: Vec<String>,
     /// Make one gate/up row in N large (std x20) so the SwiGLU clamps run; 0 turns it
-    /// off (default: 256 for tiny, off for full).
+    /// off (the default).
     #[arg(long)]
     hot_rows: Option<u32>,
     /// Print sizes and the type census without writing anything.
