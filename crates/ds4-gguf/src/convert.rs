@@ -219,6 +219,25 @@ impl<'a> Planner<'a> {
                     if info.shape != expect {
                         return Err(shape_err(spec, &hf, info.shape.clone(), expect));
                     }
+                    if !matches!(
+                        info.dtype,
+                        Dtype::I64
+                            | Dtype::I32
+                            | Dtype::I16
+                            | Dtype::I8
+                            | Dtype::U64
+                            | Dtype::U32
+                            | Dtype::U16
+                            | Dtype::U8
+                    ) {
+                        return Err(ConvertError::tensor(
+                            &hf,
+                            format!(
+                                "dtype {} is not an integer type (expected I64 or I32 expert ids)",
+                                info.dtype
+                            ),
+                        ));
+                    }
                     return Ok(Plan::Ints { hf, info, data });
                 }
                 let src = self.float_source(&hf, &spec.name)?;

@@ -1035,6 +1035,21 @@ fn bad_inputs_name_the_problem() {
         "{e}"
     );
 
+    // tid2eid stored as floats.
+    mutate(&fx, |hf| {
+        let t = &mut hf
+            .iter_mut()
+            .find(|(n, _)| n == "layers.0.ffn.gate.tid2eid")
+            .unwrap()
+            .1;
+        t.dtype = "F64";
+    });
+    let e = err_of(&fx);
+    assert!(
+        e.contains("layers.0.ffn.gate.tid2eid") && e.contains("not an integer"),
+        "{e}"
+    );
+
     // MTP output requested but no MTP tensors.
     mutate(&fx, |_| {});
     let mut opts = ConvertOptions::new(&fx.dir, fx.dir.join("x.gguf"), Recipe::F32);
