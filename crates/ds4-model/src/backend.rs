@@ -323,12 +323,29 @@ impl CpuMat {
         &scratch[..]
     }
 
+    /// Raw bytes of row `r` of matrix `m`.
+    fn row_bytes(&self, m: usize, r: usize) -> &[u8] {
+        let rb = self.t.row_bytes();
+        let start = (m * self.rows + r) * rb;
+        &self.t.bytes()[start..start + rb]
+    }
+
+    /// `row_r(m) · x`: f32 weights with the crate's own dot (the same
+    /// summation order for every batch split), other types through ds4-quant's
+    /// SIMD kernels on the stored blocks (no dequantised copy).
+    #[inline]
+    fn dot_row(&self, m: usize, r: usize, x: &[f32], scratch: &mut Vec<f32>) -> f32 {
+        if self.t.ty == ds4_quant::GgmlType::F32 {
+            return dot(self.row(m, r, scratch), x);
+        }
+        ds4_quant::kernels::vec_dot_f32(self.t.ty, self.row_bytes(m, r), x)
+    }
+
     /// `y[r] = row_r(m) · x` for `r` in `r0..r0+y.len()`.
     fn rows_dot(&self, m: usize, r0: usize, x: &[f32], y: &mut [f32]) {
         let mut scratch = Vec::new();
         for (i, yo) in y.iter_mut().enumerate() {
-            let row = self.row(m, r0 + i, &mut scratch);
-            *yo = dot(row, x);
+            *yo = self.dot_row(m, r0 + i, x, &mut scratch);
         }
     }
 
@@ -339,9 +356,17 @@ impl CpuMat {
         let work = rows * cols * n;
         let f = |(r, out): (usize, &mut [f32])| {
             let mut scratch = Vec::new();
-            let row = self.row(m, r, &mut scratch);
-            for t in 0..n {
-                out[t] = dot(row, &x[t * cols..(t + 1) * cols]);
+            if self.t.ty == ds4_quant::GgmlType::F32 {
+                let row = self.row(m, r, &mut scratch);
+                for t in 0..n {
+                    out[t] = dot(row, &x[t * cols..(t + 1) * cols]);
+                }
+            } else {
+                // the same kernel call per token whatever the batch: chunked
+                // prefill and decode round identically
+                for t in 0..n {
+                    out[t] = self.dot_row(m, r, &x[t * cols..(t + 1) * cols], &mut scratch);
+                }
             }
         };
         if work > 1 << 15 && rows >= 2 {

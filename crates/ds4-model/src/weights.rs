@@ -74,7 +74,7 @@ impl TensorData {
     pub fn n_elems(&self) -> usize {
         self.dims.iter().product()
     }
-    /// Row length (GGUF dims[0]).
+    /// Row length (GGUF `dims[0]`).
     pub fn row_len(&self) -> usize {
         self.dims.first().copied().unwrap_or(1)
     }
