@@ -356,10 +356,18 @@ pub fn gguf_fingerprint(f: &ds4_gguf::GgufFile) -> u64 {
 }
 
 /// Fixture C: the ds4_gguf::synth tiny preset (5 layers, ratios `[0,0,4,128,4]`, 3 hash
-/// layers, window 16, top-k 8) with a 300-token placeholder vocabulary, F32.
+/// layers, window 16, top-k 8) with a 300-token placeholder vocabulary, F32,
+/// hot SwiGLU rows.
 pub fn synth_config_c(seed: u64) -> ds4_gguf::synth::SynthConfig {
     let mut c = ds4_gguf::synth::SynthConfig::tiny();
     c.vocab = ds4_gguf::synth::VocabSource::Placeholder(300);
     c.seed = seed;
+    // pinned here (not left to the preset) so the fixture's bytes do not follow
+    // preset changes; hot rows make the SwiGLU clamp (10) run
+    c.recipe = ds4_gguf::layout::Recipe::F32;
+    c.hot_rows = Some(ds4_gguf::synth::HotRows {
+        one_in: 256,
+        scale: 20.0,
+    });
     c
 }
