@@ -558,8 +558,16 @@ fn write_plan_to_path(plan: &Plan, out: &Path) -> Result<SynthStats, SynthError>
         path: out.to_path_buf(),
         source,
     })?;
-    let (_f, stats) = write_plan(plan, f)?;
-    Ok(stats)
+    match write_plan(plan, f) {
+        Ok((_f, stats)) => Ok(stats),
+        Err(e) => {
+            // Do not leave a truncated GGUF behind (but never unlink /dev/null & co).
+            if std::fs::metadata(out).is_ok_and(|m| m.is_file()) {
+                std::fs::remove_file(out).ok();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Bytes per generated chunk; a multiple of every block size (34, 66, 84, 144, 2, 4)

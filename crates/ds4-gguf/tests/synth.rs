@@ -342,3 +342,32 @@ fn hot_rows_make_a_few_gate_up_rows_large() {
         }
     }
 }
+
+/// A writer that fails once `limit` bytes have been written.
+#[derive(Debug)]
+struct FailAfter {
+    written: usize,
+    limit: usize,
+}
+
+impl std::io::Write for FailAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written + buf.len() > self.limit {
+            return Err(std::io::Error::other("disk full (test)"));
+        }
+        self.written += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn write_errors_are_reported_not_panics() {
+    let cfg = tiny_placeholder(Recipe::Q2, 0);
+    for limit in [10, 100_000, 5_000_000] {
+        let e = synth_main_to(&cfg, FailAfter { written: 0, limit }).unwrap_err();
+        assert!(e.to_string().contains("disk full (test)"), "{e}");
+    }
+}
