@@ -433,6 +433,8 @@ impl<B: Backend> Model<B> {
             if n > 0 {
                 if official {
                     be.hadamard_fp4(&mut rows, di);
+                    // ds4.c stores indexer rows rounded to f16 too (kv_cache_push_comp)
+                    be.f16_round(&mut rows);
                 }
                 be.append(&mut is.rows, &rows);
                 is.n += n;
