@@ -166,6 +166,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/health", get(health))
         .fallback(fallback)
+        .method_not_allowed_fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors_layer,
@@ -178,17 +179,19 @@ async fn cors_layer(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let mut r = next.run(req).await;
+    let mut r = if req.method() == Method::OPTIONS {
+        // OPTIONS on any path: 204, no body (CORS preflight).
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
     if st.cfg.cors {
         add_cors(r.headers_mut());
     }
     r
 }
 
-async fn fallback(method: Method) -> Response {
-    if method == Method::OPTIONS {
-        return StatusCode::NO_CONTENT.into_response();
-    }
+async fn fallback() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, ApiKind::Other, "unknown endpoint").into_response()
 }
 

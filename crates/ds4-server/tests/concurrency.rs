@@ -1,0 +1,134 @@
+//! Queueing, concurrency, disconnects and prefill keepalives.
+
+mod common;
+
+use std::io::{BufRead, Read};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn thirty_two_concurrent_streams_complete() {
+    let s = start(cfg(8192));
+    let addr = s.addr;
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let path = ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/completions"][i % 4];
+                let body = json!({"model":"deepseek-chat","stream":true,"max_tokens":200,
+                    "messages":[{"role":"user","content":format!("ECHO:client {i} done")}],
+                    "input":format!("ECHO:client {i} done"),"prompt":format!("ECHO:client {i} done")});
+                let r = post(addr, path, &body);
+                assert_eq!(r.status, 200, "{}", r.text());
+                let ev = sse_json(&r.text());
+                let mut text = String::new();
+                for e in &ev {
+                    if let Some(c) = e["choices"].get(0) {
+                        if let Some(t) = c["delta"]["content"].as_str() {
+                            text.push_str(t);
+                        }
+                        if let Some(t) = c["text"].as_str() {
+                            text.push_str(t);
+                        }
+                    }
+                    if e["type"] == "content_block_delta" {
+                        text.push_str(e["delta"]["text"].as_str().unwrap_or(""));
+                    }
+                    if e["type"] == "response.output_text.delta" {
+                        text.push_str(e["delta"].as_str().unwrap());
+                    }
+                }
+                assert_eq!(text, format!("client {i} done"), "client {i} via {path}");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let h = get(addr, "/health").json();
+    assert_eq!(h["jobs_done"], 32);
+    assert_eq!(h["jobs_cancelled"], 0);
+}
+
+#[test]
+fn disconnect_mid_stream_frees_the_worker() {
+    let s = start(cfg(1 << 16));
+    let body = json!({"model":"deepseek-chat","stream":true,"messages":[{"role":"user","content":"LOOP:"}]});
+    let (status, mut r) = open_stream(s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200);
+    // Read until some generated content arrived.
+    let mut content_chunks = 0;
+    while content_chunks < 8 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.starts_with("data: ") && line.contains(r#""content":"#) {
+            content_chunks += 1;
+        }
+    }
+    drop(r);
+    // The worker notices on its next write and stops within one decode step.
+    let h = wait_health(s.addr, |h| h["jobs_cancelled"] == 1 && h["busy"] == false);
+    assert!(h["steps_after_last_cancel"].as_u64().unwrap() <= 1, "{h}");
+    assert!(h["decode_steps"].as_u64().unwrap() < 60000, "{h}");
+    // And the next request is served.
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:next"}]}),
+    );
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "next");
+}
+
+#[test]
+fn queued_request_runs_after_the_busy_one() {
+    let s = start(cfg(4096));
+    s.model.gate.enable();
+    let addr = s.addr;
+    let a = std::thread::spawn(move || {
+        post(
+            addr,
+            "/v1/chat/completions",
+            &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:first"}]}),
+        )
+    });
+    wait_health(addr, |h| h["busy"] == true);
+    let b = std::thread::spawn(move || {
+        post(
+            addr,
+            "/v1/chat/completions",
+            &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:second"}]}),
+        )
+    });
+    wait_health(addr, |h| h["queued"] == 1);
+    s.model.gate.disable();
+    assert_eq!(
+        a.join().unwrap().json()["choices"][0]["message"]["content"],
+        "first"
+    );
+    assert_eq!(
+        b.join().unwrap().json()["choices"][0]["message"]["content"],
+        "second"
+    );
+}
+
+#[test]
+fn long_prefill_sends_keepalive_comments() {
+    let mut c = cfg(8192);
+    c.keepalive_interval = Duration::ZERO;
+    let s = start_with(c, 16);
+    let body = json!({"model":"deepseek-chat","stream":true,"messages":[{"role":"user","content":format!("{} ECHO:ok", "z".repeat(100))}]});
+    let (status, mut r) = open_stream(s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200);
+    let mut raw = Vec::new();
+    r.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let first_data = text.find("data: ").unwrap();
+    assert!(text[..first_data].contains(": keepalive\n\n"), "{text}");
+    let ev = sse_json(&text);
+    let content: String = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "ok");
+}

@@ -1,0 +1,411 @@
+//! Error matrix: every bad input gets the documented status and the calling
+//! API's error shape, and the server keeps serving.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn assert_openai_error(r: &Resp, status: u16, msg_part: &str) -> Value {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let j = r.json();
+    let e = &j["error"];
+    assert!(e["message"].as_str().unwrap().contains(msg_part), "{j}");
+    assert!(e["type"].is_string());
+    assert_eq!(j.as_object().unwrap().len(), 1);
+    j
+}
+
+fn assert_anthropic_error(r: &Resp, status: u16, etype: &str, msg_part: &str) -> Value {
+    assert_eq!(r.status, status, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["type"], "error");
+    assert_eq!(j["error"]["type"], etype, "{j}");
+    assert!(
+        j["error"]["message"].as_str().unwrap().contains(msg_part),
+        "{j}"
+    );
+    j
+}
+
+fn raw_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> Resp {
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body,
+    )
+}
+
+fn still_serving(s: &TestServer) {
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:ok"}]}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "ok");
+}
+
+#[test]
+fn malformed_and_mistyped_requests() {
+    let s = start(cfg(4096));
+    let chat = "/v1/chat/completions";
+    let j = assert_openai_error(
+        &raw_post(s.addr, chat, b"{\"messages\": ["),
+        400,
+        "invalid JSON request",
+    );
+    assert_eq!(j["error"]["type"], "invalid_request_error");
+    assert_openai_error(&raw_post(s.addr, chat, b"[1,2]"), 400, "JSON object");
+    assert_openai_error(&raw_post(s.addr, chat, b""), 400, "invalid JSON request");
+    // Invalid UTF-8 inside a string.
+    assert_openai_error(
+        &raw_post(
+            s.addr,
+            chat,
+            b"{\"messages\":[{\"role\":\"user\",\"content\":\"a\xff\xfeb\"}]}",
+        ),
+        400,
+        "invalid JSON request",
+    );
+    // Wrong types.
+    let r = post(
+        s.addr,
+        chat,
+        &json!({"messages":[{"role":"user","content":"x"}],"temperature":"hot"}),
+    );
+    assert_openai_error(&r, 400, "temperature");
+    assert_openai_error(
+        &post(s.addr, chat, &json!({"messages":"hello"})),
+        400,
+        "messages",
+    );
+    assert_openai_error(
+        &post(
+            s.addr,
+            chat,
+            &json!({"messages":[{"role":"user","content":"x"}],"stream":"yes"}),
+        ),
+        400,
+        "stream",
+    );
+    assert_openai_error(
+        &post(
+            s.addr,
+            chat,
+            &json!({"messages":[{"role":"user","content":"x"}],"model":7}),
+        ),
+        400,
+        "model",
+    );
+    assert_openai_error(
+        &post(
+            s.addr,
+            chat,
+            &json!({"messages":[{"role":"user","content":"x"}],"reasoning_effort":"extreme"}),
+        ),
+        400,
+        "extreme",
+    );
+    assert_openai_error(
+        &post(
+            s.addr,
+            chat,
+            &json!({"messages":[{"role":"user","content":"x"}],"max_tokens":"5"}),
+        ),
+        400,
+        "max_tokens",
+    );
+    // Missing and empty.
+    assert_openai_error(
+        &post(s.addr, chat, &json!({"model":"deepseek-chat"})),
+        400,
+        "missing messages",
+    );
+    assert_openai_error(
+        &post(s.addr, chat, &json!({"messages":[]})),
+        400,
+        "must not be empty",
+    );
+    assert_openai_error(
+        &post(s.addr, "/v1/responses", &json!({"model":"deepseek-chat"})),
+        400,
+        "missing input",
+    );
+    assert_openai_error(
+        &post(s.addr, "/v1/completions", &json!({"max_tokens":3})),
+        400,
+        "missing prompt",
+    );
+    assert_openai_error(
+        &post(
+            s.addr,
+            "/v1/responses",
+            &json!({"input":"x","previous_response_id":"resp_1"}),
+        ),
+        400,
+        "previous_response_id is not supported",
+    );
+    // Anthropic shape on /v1/messages.
+    assert_anthropic_error(
+        &raw_post(s.addr, "/v1/messages", b"{nope"),
+        400,
+        "invalid_request_error",
+        "invalid JSON request",
+    );
+    assert_anthropic_error(
+        &post(s.addr, "/v1/messages", &json!({"max_tokens":5})),
+        400,
+        "invalid_request_error",
+        "missing messages",
+    );
+    assert_anthropic_error(
+        &post(
+            s.addr,
+            "/v1/messages",
+            &json!({"max_tokens":5,"top_k":"x","messages":[{"role":"user","content":"x"}]}),
+        ),
+        400,
+        "invalid_request_error",
+        "top_k",
+    );
+    still_serving(&s);
+}
+
+#[test]
+fn unknown_model_is_404_in_each_shape() {
+    let s = start(cfg(4096));
+    let msgs = json!([{"role":"user","content":"x"}]);
+    for path in ["/v1/chat/completions", "/v1/responses", "/v1/completions"] {
+        let body = json!({"model":"gpt-5","messages":msgs,"input":"x","prompt":"x"});
+        let j = assert_openai_error(&post(s.addr, path, &body), 404, "gpt-5");
+        assert_eq!(j["error"]["code"], "model_not_found");
+        assert_eq!(j["error"]["param"], "model");
+    }
+    assert_anthropic_error(
+        &post(
+            s.addr,
+            "/v1/messages",
+            &json!({"model":"claude-x","max_tokens":5,"messages":msgs}),
+        ),
+        404,
+        "not_found_error",
+        "claude-x",
+    );
+    // An --alias makes the name acceptable, with its target's thinking rule.
+    let mut c = cfg(4096);
+    c.aliases = vec![("claude-x".into(), "deepseek-chat".into())];
+    let s2 = start(c);
+    let r = post(
+        s2.addr,
+        "/v1/messages",
+        &json!({"model":"claude-x","max_tokens":50,"messages":[{"role":"user","content":"ECHO:a</think>b"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["model"], "claude-x");
+    // deepseek-chat target: thinking off, so the tag is plain text.
+    assert_eq!(j["content"], json!([{"type":"text","text":"a</think>b"}]));
+    still_serving(&s);
+}
+
+#[test]
+fn limits_body_size_messages_and_max_tokens() {
+    let mut c = cfg(4096);
+    c.max_body_bytes = 2000;
+    c.max_messages = 3;
+    let s = start(c);
+    let big = json!({"messages":[{"role":"user","content":"x".repeat(5000)}]});
+    let j = assert_openai_error(
+        &post(s.addr, "/v1/chat/completions", &big),
+        413,
+        "too large",
+    );
+    assert!(j["error"]["message"].as_str().unwrap().contains("2000"));
+    assert_anthropic_error(
+        &post(s.addr, "/v1/messages", &big),
+        413,
+        "request_too_large",
+        "too large",
+    );
+    let many = json!({"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"},{"role":"user","content":"d"}]});
+    assert_openai_error(
+        &post(s.addr, "/v1/chat/completions", &many),
+        400,
+        "too many messages",
+    );
+    let msgs = json!([{"role":"user","content":"x"}]);
+    let j = assert_openai_error(
+        &post(
+            s.addr,
+            "/v1/chat/completions",
+            &json!({"messages":msgs,"max_tokens":5000}),
+        ),
+        400,
+        "max_tokens is 5000",
+    );
+    assert!(j["error"]["message"].as_str().unwrap().contains("4096"));
+    assert_openai_error(
+        &post(
+            s.addr,
+            "/v1/chat/completions",
+            &json!({"messages":msgs,"max_completion_tokens":-1}),
+        ),
+        400,
+        "max_tokens",
+    );
+    assert_anthropic_error(
+        &post(
+            s.addr,
+            "/v1/messages",
+            &json!({"messages":msgs,"max_tokens":100000}),
+        ),
+        400,
+        "invalid_request_error",
+        "max_tokens",
+    );
+    still_serving(&s);
+}
+
+#[test]
+fn context_overflow_names_the_numbers() {
+    let s = start(cfg(256));
+    let long = "y".repeat(400);
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"messages":[{"role":"user","content":long}]}),
+    );
+    let j = assert_openai_error(&r, 400, "configured context size is 256 tokens");
+    let e = &j["error"];
+    assert_eq!(e["code"], "context_length_exceeded");
+    assert_eq!(e["param"], "messages");
+    assert_eq!(e["n_ctx"], 256);
+    let n = e["n_prompt_tokens"].as_u64().unwrap();
+    assert!(n >= 400);
+    assert_eq!(
+        e["message"],
+        format!("Prompt has {n} tokens, but the configured context size is 256 tokens")
+    );
+    let r = post(s.addr, "/v1/responses", &json!({"input":long}));
+    assert_eq!(
+        assert_openai_error(&r, 400, "Prompt has")["error"]["param"],
+        "input"
+    );
+    let r = post(s.addr, "/v1/completions", &json!({"prompt":long}));
+    assert_eq!(
+        assert_openai_error(&r, 400, "Prompt has")["error"]["param"],
+        "prompt"
+    );
+    let r = post(
+        s.addr,
+        "/v1/messages",
+        &json!({"max_tokens":5,"messages":[{"role":"user","content":long}]}),
+    );
+    let j = assert_anthropic_error(&r, 400, "invalid_request_error", "Prompt has");
+    assert_eq!(j["error"]["n_ctx"], 256);
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:fine"}]}),
+    );
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "fine");
+}
+
+#[test]
+fn api_key_auth() {
+    let mut c = cfg(4096);
+    c.api_key = Some("sekrit".into());
+    let s = start(c);
+    let body = json!({"model":"deepseek-chat","max_tokens":20,"messages":[{"role":"user","content":"ECHO:hi"}]}).to_string();
+    let chat = "/v1/chat/completions";
+    let r = request(s.addr, "POST", chat, &[], body.as_bytes());
+    let j = assert_openai_error(&r, 401, "missing API key");
+    assert_eq!(j["error"]["code"], "invalid_api_key");
+    let r = request(
+        s.addr,
+        "POST",
+        chat,
+        &[("Authorization", "Bearer wrong")],
+        body.as_bytes(),
+    );
+    assert_openai_error(&r, 401, "invalid API key");
+    let r = request(
+        s.addr,
+        "POST",
+        chat,
+        &[("Authorization", "Bearer sekrit")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let r = request(
+        s.addr,
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "nope")],
+        body.as_bytes(),
+    );
+    assert_anthropic_error(&r, 401, "authentication_error", "invalid API key");
+    let r = request(
+        s.addr,
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "sekrit")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(request(s.addr, "GET", "/v1/models", &[], b"").status, 401);
+    assert_eq!(
+        request(
+            s.addr,
+            "GET",
+            "/v1/models",
+            &[("Authorization", "Bearer sekrit")],
+            b""
+        )
+        .status,
+        200
+    );
+    // Health stays open for probes.
+    assert_eq!(get(s.addr, "/health").status, 200);
+}
+
+#[test]
+fn unknown_routes_options_and_cors() {
+    let s = start(cfg(4096));
+    let r = get(s.addr, "/v1/nothing");
+    let j = assert_openai_error(&r, 404, "unknown endpoint");
+    assert_eq!(j["error"]["type"], "invalid_request_error");
+    assert_openai_error(
+        &post(s.addr, "/v1/models", &json!({})),
+        404,
+        "unknown endpoint",
+    );
+    let r = request(s.addr, "OPTIONS", "/v1/chat/completions", &[], b"");
+    assert_eq!(r.status, 204);
+    assert!(r.header("access-control-allow-origin").is_none());
+    let mut c = cfg(4096);
+    c.cors = true;
+    let s2 = start(c);
+    let r = request(s2.addr, "OPTIONS", "/anything", &[], b"");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, POST, OPTIONS")
+    );
+    assert_eq!(r.header("access-control-allow-headers"), Some("*"));
+    let r = post(s2.addr, "/v1/chat/completions", &json!({"messages":[]}));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let r = post(
+        s2.addr,
+        "/v1/chat/completions",
+        &json!({"stream":true,"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:x"}]}),
+    );
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+}
