@@ -122,6 +122,8 @@ pub struct LayerState<B: Backend> {
 /// Decoding state of one sequence.
 pub struct Session<B: Backend> {
     pub numerics: Numerics,
+    /// The config of the model that created the session (checked on use).
+    cfg: Config,
     pos: usize,
     layers: Vec<LayerState<B>>,
     mtp_layer: Option<LayerState<B>>,
@@ -236,6 +238,7 @@ impl<B: Backend> Model<B> {
         let mtp_layer = self.mtp.as_ref().map(|m| self.layer_state(&m.block));
         Session {
             numerics,
+            cfg: self.cfg.clone(),
             pos: 0,
             layers,
             mtp_layer,
@@ -273,6 +276,9 @@ impl<B: Backend> Model<B> {
     /// (`[rows, vocab]` row-major).
     pub fn forward(&self, s: &mut Session<B>, ids: &[u32], want: Want) -> Result<Vec<f32>> {
         let c = &self.cfg;
+        if s.cfg != self.cfg {
+            bail!("the session was created by a model with a different config");
+        }
         let t_n = ids.len();
         if t_n == 0 {
             return Ok(Vec::new());
@@ -572,6 +578,9 @@ impl<B: Backend> Model<B> {
         let c = &self.cfg;
         let be = &self.be;
         let m = self.mtp.as_ref().context("model has no MTP block bound")?;
+        if s.cfg != self.cfg {
+            bail!("the session was created by a model with a different config");
+        }
         if token as usize >= c.vocab {
             bail!("token id {token} outside the vocabulary of {}", c.vocab);
         }

@@ -305,6 +305,10 @@ fn bad_inputs_are_errors() {
         err.contains("blk.1.ffn_gate_tid2eid.weight") && err.contains("expert 8"),
         "{err}"
     );
+    // a session of another model
+    let other = model(tiny::config_b(), 1);
+    let mut so = other.session(Numerics::Exact);
+    assert!(m.forward(&mut so, &[1], Want::Last).is_err());
     // a config that cannot run
     let mut bad = cfg;
     bad.head_dim = 100;
