@@ -180,24 +180,11 @@ fn exact_matches_transformers_b_chunked() {
 
 #[test]
 fn exact_matches_transformers_b_decoded() {
+    // every position one token at a time, through eviction (128), the first HCA
+    // rows (127, 255, ...) and the indexer's pruning (from position 2051)
     let f = load("b");
-    // prefill up to just before the first HCA row, then decode past the
-    // indexer's first pruning (position 2051) one token at a time
-    let mut s = f.model.session(Numerics::Exact);
-    let pre = 127;
-    let got = f
-        .model
-        .forward(&mut s, &f.tokens[..pre], Want::All)
-        .unwrap();
-    let mut worst = compare(&f, 0, &got, "b prefill");
-    for i in pre..f.tokens.len() {
-        let got = f
-            .model
-            .forward(&mut s, &f.tokens[i..i + 1], Want::Last)
-            .unwrap();
-        worst = worst.max(compare(&f, i, &got, "b decode"));
-    }
-    eprintln!("fixture b: prefill 127 + token-by-token: {worst:e}");
+    let w = decoded(&f, "b decode");
+    eprintln!("fixture b: token-by-token: {w:e}");
 }
 
 #[test]
