@@ -6,7 +6,8 @@
 //!
 //! * If the last user turn (text after the last `<｜User｜>` before the last
 //!   `<｜Assistant｜>`) contains `ECHO:`, the model generates exactly the text
-//!   after it (up to the assistant marker), token by token, then EOS.
+//!   after it (up to the assistant marker, or up to `</tool_result>` when the
+//!   directive sits in a tool result), token by token, then EOS.
 //! * If it contains `LOOP:`, the model generates `tick ` forever.
 //! * Otherwise it generates 4..=19 pseudo-random lowercase letters chosen by a
 //!   hash of the context, then EOS.
@@ -186,7 +187,11 @@ impl EchoSession {
         let turn = &text[user..a];
         let generated = &text[start..];
         if let Some(e) = rfind(turn, b"ECHO:") {
-            let script = &turn[e + 5..];
+            let mut script = &turn[e + 5..];
+            // A directive inside a tool result ends at its closing tag.
+            if let Some(end) = rfind(script, b"</tool_result>") {
+                script = &script[..end];
+            }
             if !script.starts_with(generated) {
                 return 1;
             }
