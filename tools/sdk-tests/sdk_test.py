@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
 """Drive a running ds4-server with the official openai and anthropic SDKs.
 
-Usage: sdk_test.py BASE_URL [--auth-url URL --api-key KEY]
+Usage: sdk_test.py BASE_URL [--noise] [--auth-url URL --api-key KEY]
 
-BASE_URL is the server root (e.g. http://127.0.0.1:8000). The server must run
-the deterministic echo test double (crates/ds4-engine `testing`), which
-generates exactly the text after "ECHO:" in the last user turn: that is how
-these checks know what the model "says" (reasoning, text, DSML tool calls).
+BASE_URL is the server root (e.g. http://127.0.0.1:8000).
+
+Default mode: the server must run the deterministic echo test double
+(crates/ds4-engine `testing`), which generates exactly the text after "ECHO:"
+in the last user turn: that is how these checks know what the model "says"
+(reasoning, text, DSML tool calls), so they assert contents.
+
+--noise: the server runs a model whose output is unknown (the embedded demo
+model): every endpoint is driven streaming and non-streaming, with tools
+declared and thinking on and off, and only the shapes of the parsed SDK
+objects are asserted.
+
 Exit status 0 when every check passes; failures are listed on stderr.
 """
 
@@ -417,6 +425,148 @@ def anthropic_errors(oa, an):
         eq(e.body["type"], "error", "anthropic error shape")
 
 
+# ---------------------------------------------------------------- noise mode
+
+NOISE_CHECKS = []
+
+
+def noise_check(fn):
+    NOISE_CHECKS.append(fn)
+    return fn
+
+
+FINISH = {"stop", "length", "tool_calls", "error"}
+N = 12  # tokens per request: the demo model is slow-ish on CPU
+
+
+def chat_shape(r, usage=True):
+    eq(r.object, "chat.completion", "object")
+    truthy(r.id.startswith("chatcmpl-"), "id")
+    c = r.choices[0]
+    eq(c.index, 0, "index")
+    eq(c.message.role, "assistant", "role")
+    truthy(isinstance(c.message.content, str), "content is a string")
+    truthy(c.finish_reason in FINISH, f"finish_reason {c.finish_reason}")
+    rc = extra(c.message, "reasoning_content")
+    truthy(rc is None or isinstance(rc, str), "reasoning_content")
+    for tc in c.message.tool_calls or []:
+        truthy(tc.id.startswith("call_"), "call id")
+        json.loads(tc.function.arguments)
+    if not usage:
+        return
+    u = r.usage
+    truthy(u.completion_tokens <= N and u.prompt_tokens > 0, f"usage {u}")
+    eq(u.total_tokens, u.prompt_tokens + u.completion_tokens, "total")
+    truthy(isinstance(u.prompt_tokens_details.cached_tokens, int), "cached_tokens")
+
+
+@noise_check
+def noise_models(oa, an):
+    openai_models(oa, an)
+
+
+@noise_check
+def noise_chat(oa, an):
+    for model, tools in [("deepseek-chat", None), ("deepseek-v4-flash", None), ("deepseek-chat", OPENAI_TOOLS), ("deepseek-reasoner", OPENAI_TOOLS)]:
+        kw = {"tools": tools} if tools else {}
+        chat_shape(oa.chat.completions.create(model=model, max_tokens=N, messages=[{"role": "user", "content": "Say hi"}], **kw))
+
+
+@noise_check
+def noise_chat_stream(oa, an):
+    for model in ["deepseek-chat", "deepseek-v4-flash"]:
+        n, finish, usage, first = 0, None, None, True
+        for ch in oa.chat.completions.create(
+            model=model, max_tokens=N, messages=[{"role": "user", "content": "Say hi"}], tools=OPENAI_TOOLS,
+            stream=True, stream_options={"include_usage": True},
+        ):
+            eq(ch.object, "chat.completion.chunk", "chunk object")
+            if ch.usage is not None:
+                usage = ch.usage
+            if not ch.choices:
+                continue
+            if first:
+                eq(ch.choices[0].delta.role, "assistant", "role chunk")
+                first = False
+            n += 1
+            finish = ch.choices[0].finish_reason or finish
+        truthy(finish in FINISH, f"finish {finish}")
+        truthy(usage is not None and usage.completion_tokens <= N, "usage chunk")
+    with oa.chat.completions.stream(model="deepseek-chat", max_tokens=N, messages=[{"role": "user", "content": "hi"}]) as s:
+        for _ in s:
+            pass
+        try:
+            final = s.get_final_completion()
+        except openai.LengthFinishReasonError as e:  # noise rarely ends before max_tokens
+            final = e.completion
+        chat_shape(final, usage=False)  # no include_usage: streams carry no usage
+
+
+@noise_check
+def noise_completions(oa, an):
+    r = oa.completions.create(model="deepseek-chat", prompt="Once upon", max_tokens=N)
+    eq(r.object, "text_completion", "object")
+    truthy(isinstance(r.choices[0].text, str), "text")
+    truthy(r.choices[0].finish_reason in FINISH, "finish")
+    chunks = list(oa.completions.create(model="deepseek-v4-flash", prompt="Once upon", max_tokens=N, stream=True))
+    truthy(chunks[-1].choices[0].finish_reason in FINISH, "stream finish")
+
+
+def response_shape(r):
+    eq(r.object, "response", "object")
+    truthy(r.id.startswith("resp_"), "id")
+    truthy(r.status in {"completed", "incomplete", "failed"}, f"status {r.status}")
+    for o in r.output:
+        truthy(o.type in {"reasoning", "message", "function_call"}, f"item {o.type}")
+    truthy(isinstance(r.output_text, str), "output_text")
+    truthy(r.usage.output_tokens <= N, "usage")
+
+
+@noise_check
+def noise_responses(oa, an):
+    for model, reasoning in [("deepseek-chat", None), ("deepseek-v4-flash", {"effort": "high", "summary": "auto"})]:
+        kw = {"reasoning": reasoning} if reasoning else {}
+        response_shape(oa.responses.create(model=model, input="hi", max_output_tokens=N, tools=RESPONSES_TOOLS, **kw))
+        with oa.responses.stream(model=model, input="hi", max_output_tokens=N, tools=RESPONSES_TOOLS, **kw) as s:
+            events = list(s)
+        types = [ev.type for ev in events]
+        # The helper's get_final_response() needs response.completed; a
+        # max_output_tokens cut ends with response.incomplete instead.
+        final = events[-1].response
+        eq(types[0], "response.created", "first event")
+        truthy(types[-1] in {"response.completed", "response.incomplete", "response.failed"}, "terminal event")
+        response_shape(final)
+
+
+def message_shape(m):
+    eq(m.type, "message", "type")
+    eq(m.role, "assistant", "role")
+    truthy(len(m.content) >= 1, "content blocks")
+    for b in m.content:
+        truthy(b.type in {"thinking", "text", "tool_use"}, f"block {b.type}")
+    truthy(m.stop_reason in {"end_turn", "max_tokens", "tool_use"}, f"stop_reason {m.stop_reason}")
+    truthy(m.usage.output_tokens <= N, "usage")
+    truthy(isinstance(m.usage.cache_read_input_tokens, int), "cache read tokens")
+
+
+@noise_check
+def noise_messages(oa, an):
+    for thinking in [{"type": "enabled", "budget_tokens": 8}, {"type": "disabled"}]:
+        message_shape(an.messages.create(model="deepseek-v4-flash", max_tokens=N, thinking=thinking, tools=ANTHROPIC_TOOLS,
+                                         messages=[{"role": "user", "content": "hi"}]))
+        with an.messages.stream(model="deepseek-v4-flash", max_tokens=N, thinking=thinking, tools=ANTHROPIC_TOOLS,
+                                messages=[{"role": "user", "content": "hi"}]) as s:
+            for _ in s:
+                pass
+            message_shape(s.get_final_message())
+
+
+@noise_check
+def noise_errors(oa, an):
+    openai_errors(oa, an)
+    anthropic_errors(oa, an)
+
+
 def auth_checks(url, key):
     bad = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
     try:
@@ -448,7 +598,8 @@ def main(argv):
     oa = openai.OpenAI(base_url=url + "/v1", api_key="dsv4-local", max_retries=0, timeout=120)
     an = anthropic.Anthropic(base_url=url, api_key="dsv4-local", max_retries=0, timeout=120)
     failures = []
-    for fn in CHECKS:
+    checks = NOISE_CHECKS if "--noise" in argv else CHECKS
+    for fn in checks:
         try:
             fn(oa, an)
             print(f"PASS {fn.__name__}")
@@ -464,7 +615,7 @@ def main(argv):
         except Exception:
             failures.append("auth_checks")
             print(f"FAIL auth_checks\n{traceback.format_exc()}", file=sys.stderr)
-    print(f"{len(CHECKS) + ('--auth-url' in argv) - len(failures)} passed, {len(failures)} failed")
+    print(f"{len(checks) + ('--auth-url' in argv) - len(failures)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 

@@ -1,0 +1,62 @@
+//! Running the real `ds4-server` binary (demo model) on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+pub struct Bin {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Vec<String>,
+}
+
+/// Start the binary with `args` (plus `--port 0`) and wait for its listening line.
+pub fn spawn(args: &[&str]) -> Bin {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ds4-server"))
+        .args(args)
+        .args(["--port", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start ds4-server");
+    let stderr = child.stderr.take().unwrap();
+    let mut r = BufReader::new(stderr);
+    let mut log = Vec::new();
+    let addr = loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("ds4-server exited before listening:\n{}", log.join(""));
+        }
+        log.push(line.clone());
+        if let Some(a) = line.trim().split("listening on http://").nth(1) {
+            break a.parse::<SocketAddr>().unwrap();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    Bin { child, addr, log }
+}
+
+impl Bin {
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
