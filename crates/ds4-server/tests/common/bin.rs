@@ -1,5 +1,7 @@
 //! Running the real `ds4-server` binary (demo model) on a free port.
 
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
