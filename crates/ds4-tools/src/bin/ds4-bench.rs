@@ -13,7 +13,8 @@
 //! copy is a fresh session re-synced to the frontier through the same chunk
 //! sequence as the live one; its next-token logits must equal the live
 //! session's bit for bit, else the run fails. This costs untimed prefill work
-//! (the sum of the frontiers) but measures the same thing as ds4.c's
+//! (the sum of the frontiers before the last; the last frontier decodes on the
+//! live session itself) but measures the same thing as ds4.c's
 //! snapshot/restore.
 //!
 //! Differences from ds4.c: the CPU is the only backend (and the default);
@@ -596,37 +597,43 @@ fn run(c: &BenchConfig) -> Result<()> {
         let kv_bytes = payload_bytes(model, &live, c.ctx_alloc);
 
         // "Snapshot": an identical copy of the live state, built through the same
-        // chunk sequence (untimed).
-        let mut copy = model.session(c.numerics);
-        let mut copy_logits = Vec::new();
-        for &f in &done {
-            copy_logits = sync(model, &mut copy, &prompt, f)
-                .with_context(|| format!("snapshot at {frontier} failed"))?;
-        }
-        if copy_logits.len() != logits.len()
-            || copy_logits
-                .iter()
-                .zip(&logits)
-                .any(|(a, b)| a.to_bits() != b.to_bits())
-        {
-            bail!("snapshot at {frontier} failed: the copied session's logits differ from the live session's");
-        }
+        // chunk sequence (untimed). After the last frontier the live session is not
+        // needed again, so it decodes itself and no copy is built.
+        let mut copy;
+        let (dec, mut next) = if frontier >= c.ctx_max {
+            (&mut live, logits)
+        } else {
+            copy = model.session(c.numerics);
+            let mut copy_logits = Vec::new();
+            for &f in &done {
+                copy_logits = sync(model, &mut copy, &prompt, f)
+                    .with_context(|| format!("snapshot at {frontier} failed"))?;
+            }
+            if copy_logits.len() != logits.len()
+                || copy_logits
+                    .iter()
+                    .zip(&logits)
+                    .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
+                bail!("snapshot at {frontier} failed: the copied session's logits differ from the live session's");
+            }
+            (&mut copy, copy_logits)
+        };
 
         let t1 = Instant::now();
-        let mut next = copy_logits;
         for _ in 0..c.gen_tokens {
-            if copy.pos() + 1 >= c.ctx_alloc {
+            if dec.pos() + 1 >= c.ctx_alloc {
                 bail!("generation would exceed allocated context at frontier {frontier}");
             }
             let token = argmax_excluding(&next, eos)
                 .ok_or_else(|| anyhow!("failed to choose non-EOS token at frontier {frontier}"))?;
             next = model
-                .forward(&mut copy, &[token], Want::Last)
+                .forward(dec, &[token], Want::Last)
                 .with_context(|| format!("decode at frontier {frontier} failed"))?;
         }
         let gen_sec = t1.elapsed().as_secs_f64();
-        // "Restore": the copy is dropped; `live` still stands at the frontier.
-        drop(copy);
+        // "Restore": the copy is dropped at the end of this iteration; `live`
+        // still stands at the frontier.
 
         let tps = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
         writeln!(
