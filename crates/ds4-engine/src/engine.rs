@@ -42,6 +42,9 @@ pub enum CacheSource {
     MemoryToken,
     /// The live text is a byte prefix of the rendered prompt.
     MemoryText,
+    /// The prompt extends the visible alias remembered by the previous job
+    /// (its text as the client will replay it, e.g. without hidden reasoning).
+    ThinkingVisible,
 }
 
 impl CacheSource {
@@ -50,6 +53,7 @@ impl CacheSource {
             CacheSource::None => "none",
             CacheSource::MemoryToken => "memory-token",
             CacheSource::MemoryText => "memory-text",
+            CacheSource::ThinkingVisible => "thinking-visible",
         }
     }
 }
@@ -127,6 +131,11 @@ pub trait GenControl: Send {
     fn observe(&mut self, text: &[u8]) -> Control;
 }
 
+/// Computes, from the generated text and the finish reason, the text a
+/// client will render for the resulting live state when it differs from the
+/// KV's own text (e.g. reasoning dropped from history). `None`: no alias.
+pub type VisibleFn = Box<dyn FnOnce(&[u8], &Finish) -> Option<String> + Send>;
+
 /// A generation job.
 pub struct GenRequest {
     /// Rendered prompt text (used for the text-prefix cache fallback).
@@ -138,6 +147,8 @@ pub struct GenRequest {
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub control: Option<Box<dyn GenControl>>,
+    /// Remember a visible alias of the live state after this job.
+    pub visible: Option<VisibleFn>,
 }
 
 /// Shared cancellation flag of one job.
@@ -249,6 +260,7 @@ impl Engine {
             live_tokens: Vec::new(),
             live_text: Vec::new(),
             live_logits: None,
+            live_alias: None,
         };
         let handle = std::thread::Builder::new()
             .name("ds4-worker".into())
@@ -331,6 +343,9 @@ struct Worker {
     live_text: Vec<u8>,
     /// Logits after the last live token.
     live_logits: Option<Vec<f32>>,
+    /// Visible alias text of the live state, valid while the live length
+    /// equals the stored position.
+    live_alias: Option<(Vec<u8>, usize)>,
 }
 
 impl Worker {
@@ -385,6 +400,7 @@ impl Worker {
         self.live_tokens.clear();
         self.live_text.clear();
         self.live_logits = None;
+        self.live_alias = None;
     }
 
     /// Pick the reused prefix; returns (effective prompt, cached count, source).
@@ -400,6 +416,15 @@ impl Worker {
                 );
             }
             let text = req.prompt_text.as_bytes();
+            if let Some((alias, pos)) = &self.live_alias {
+                if *pos == live.len() && text.len() > alias.len() && text.starts_with(alias) {
+                    if let Ok(rest) = std::str::from_utf8(&text[alias.len()..]) {
+                        let mut eff = live.clone();
+                        eff.extend(self.tokenizer.encode(rest));
+                        return (eff, live.len(), CacheSource::ThinkingVisible);
+                    }
+                }
+            }
             if self.live_text.len() <= text.len()
                 && text[..self.live_text.len()] == self.live_text[..]
             {
@@ -419,6 +444,8 @@ impl Worker {
         let inner = self.inner.clone();
         let stats = &inner.stats;
         let (eff, mut cached, mut source) = self.plan_prompt(&job.req);
+        // Any job replaces the alias (a new one is set at its end if asked).
+        self.live_alias = None;
         let ctx = self.cfg.ctx;
         if eff.len() >= ctx {
             let _ = job.tx.send(Event::Failed(EngineError::ContextOverflow {
@@ -484,11 +511,16 @@ impl Worker {
                 let _ = job.tx.send(Event::Prefill { done: pos, total });
             }
         }
-        // Live text now equals the prompt (effective prompt decodes to it).
-        self.live_text = job.req.prompt_text.as_bytes().to_vec();
-        if source == CacheSource::MemoryText {
-            // The effective tokens may differ from the request's own
-            // tokenisation but decode to the same bytes.
+        // Live text: the decoded effective prompt. It equals the prompt text
+        // except after a visible-alias continuation (the KV keeps hidden text).
+        if source == CacheSource::ThinkingVisible {
+            let rest = &eff[cached..];
+            for &t in rest {
+                self.live_text
+                    .extend_from_slice(&self.tokenizer.token_bytes(t));
+            }
+        } else {
+            self.live_text = job.req.prompt_text.as_bytes().to_vec();
         }
         let Some(mut logits) = logits else {
             self.invalidate();
@@ -607,6 +639,11 @@ impl Worker {
             self.invalidate();
         } else {
             self.live_logits = Some(logits);
+            if let Some(f) = job.req.visible.take() {
+                if let Some(alias) = f(&text, &finish) {
+                    self.live_alias = Some((alias.into_bytes(), self.live_tokens.len()));
+                }
+            }
         }
         if text.len() > sent {
             let _ = job.tx.send(Event::Text(

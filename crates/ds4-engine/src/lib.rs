@@ -15,7 +15,7 @@ pub mod text;
 
 pub use engine::{
     CacheSource, CancelFlag, Control, Engine, EngineConfig, EngineStats, Event, Finish, GenControl,
-    GenRequest, JobHandle, Usage,
+    GenRequest, JobHandle, Usage, VisibleFn,
 };
 pub use sampling::{Rng, SamplingParams};
 

@@ -36,6 +36,7 @@ fn req(text: &str, max_tokens: usize) -> GenRequest {
         max_tokens,
         stop: Vec::new(),
         control: None,
+        visible: None,
     }
 }
 
@@ -429,4 +430,43 @@ fn seeded_sampling_is_reproducible_over_noise() {
     assert!(!a.text.is_empty());
     assert!(a.text.bytes().all(|b| b.is_ascii_lowercase()));
     let _ = b;
+}
+
+#[test]
+fn visible_alias_continues_over_hidden_reasoning() {
+    let e = engine_with(EchoModel::default(), 4096, 2048);
+    let p1 = format!("{BOS}{USER}ECHO:hidden</think>shown{ASSISTANT}<think>");
+    let base = p1.strip_suffix("<think>").unwrap().to_string();
+    let mut r1 = req(&p1, 100);
+    r1.visible = Some(Box::new(move |text: &[u8], finish: &Finish| {
+        assert_eq!(*finish, Finish::Eos);
+        let t = std::str::from_utf8(text).unwrap();
+        let content = t.split_once("</think>")?.1;
+        Some(format!("{base}</think>{content}"))
+    }));
+    let o1 = collect(e.submit(r1).unwrap());
+    assert_eq!(o1.text, "hidden</think>shown");
+    let live = o1.usage.prompt_tokens + o1.usage.completion_tokens;
+    // The client replays the turn without its reasoning.
+    let p2 = format!(
+        "{BOS}{USER}ECHO:hidden</think>shown{ASSISTANT}</think>shown<｜end▁of▁sentence｜>{USER}ECHO:next{ASSISTANT}<think>"
+    );
+    let o2 = collect(e.submit(req(&p2, 100)).unwrap());
+    assert!(o2.events.iter().any(|e| matches!(
+        e,
+        Event::Started {
+            source: CacheSource::ThinkingVisible,
+            ..
+        }
+    )));
+    assert_eq!(o2.usage.cached_tokens, live);
+    let rest = "<｜end▁of▁sentence｜><｜User｜>ECHO:next<｜Assistant｜><think>";
+    assert_eq!(
+        o2.usage.prompt_tokens,
+        live + TestTokenizer.encode(rest).len()
+    );
+    assert_eq!(o2.text, "next");
+    // The alias is used once: a third unrelated prompt is cold.
+    let o3 = collect(e.submit(req(&p2, 100)).unwrap());
+    assert_eq!(o3.usage.cached_tokens, 0);
 }

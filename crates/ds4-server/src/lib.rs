@@ -26,9 +26,10 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use ds4_chat::parser::SamplingGuard;
-use ds4_chat::{ChatError, ChatRequest, Json, RenderOptions, ThinkMode, ToolMemory};
+use ds4_chat::{ChatError, ChatRequest, Json, Message, RenderOptions, ThinkMode, ToolMemory};
 use ds4_engine::{
     Control, Engine, EngineError, Finish, GenControl, GenRequest, JobHandle, SamplingParams,
+    VisibleFn,
 };
 
 pub use error::{ApiError, ApiKind};
@@ -419,6 +420,8 @@ pub struct Prepared {
     pub model: String,
     pub mode: ThinkMode,
     pub tools_active: bool,
+    /// The history holds tool calls or tool results (reasoning is kept).
+    pub tool_history: bool,
     pub reasoning_summary: bool,
     pub prompt_text: String,
     pub prompt_tokens: Vec<u32>,
@@ -490,7 +493,12 @@ pub fn prepare_chat(
         };
         ds4_chat::render_prompt(&req.conversation, mode, opts)
     };
-    finish_prepare(
+    let tool_history = req.conversation.messages.iter().any(|m| match m {
+        Message::Tool { .. } => true,
+        Message::Assistant { tool_calls, .. } => !tool_calls.is_empty(),
+        _ => false,
+    });
+    let mut p = finish_prepare(
         st,
         api,
         model,
@@ -500,7 +508,9 @@ pub fn prepare_chat(
         prompt_text,
         fields,
         raw,
-    )
+    )?;
+    p.tool_history = tool_history;
+    Ok(p)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -540,6 +550,7 @@ pub fn finish_prepare(
         model,
         mode,
         tools_active,
+        tool_history: false,
         reasoning_summary,
         prompt_text,
         prompt_tokens,
@@ -608,8 +619,36 @@ pub fn submit(st: &AppState, p: &Prepared, chat_kind: bool) -> Result<JobHandle,
         max_tokens,
         stop: f.stop.clone(),
         control,
+        visible: if chat_kind { thinking_visible(p) } else { None },
     };
     st.engine.submit(req).map_err(|e| engine_error(p.api, e))
+}
+
+/// Spec §2.2 "thinking" binding: after a tool-less thinking turn that ends
+/// with EOS after `</think>`, the client replays the turn without its
+/// reasoning (`<｜Assistant｜></think>content<｜end▁of▁sentence｜>`). Remember
+/// that visible text so the next request continues the live KV (which keeps
+/// the hidden reasoning); the EOS is then prefilled as part of the new suffix.
+fn thinking_visible(p: &Prepared) -> Option<VisibleFn> {
+    if !p.mode.is_thinking() || p.tools_active || p.tool_history {
+        return None;
+    }
+    let base = p
+        .prompt_text
+        .strip_suffix(ds4_chat::render::THINK_START)?
+        .to_string();
+    Some(Box::new(move |text: &[u8], finish: &Finish| {
+        if *finish != Finish::Eos {
+            return None;
+        }
+        let t = text
+            .strip_prefix(ds4_chat::render::THINK_START.as_bytes())
+            .unwrap_or(text);
+        let end = ds4_chat::render::THINK_END.as_bytes();
+        let pos = t.windows(end.len()).position(|w| w == end)?;
+        let content = std::str::from_utf8(&t[pos + end.len()..]).ok()?;
+        Some(format!("{base}{}{content}", ds4_chat::render::THINK_END))
+    }))
 }
 
 pub fn engine_error(api: ApiKind, e: EngineError) -> ApiError {

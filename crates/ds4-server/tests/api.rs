@@ -518,3 +518,57 @@ fn extended_conversation_reuses_live_kv() {
         j2["usage"]["prompt_tokens"].as_u64().unwrap() - cached
     );
 }
+
+#[test]
+fn thinking_conversation_reuses_live_kv_over_dropped_reasoning() {
+    let s = start(cfg(8192));
+    let first = json!({"messages":[{"role":"user","content":"ECHO:secret reasoning</think>Visible answer."}]});
+    let j1 = post(s.addr, "/v1/chat/completions", &first).json();
+    let m1 = &j1["choices"][0]["message"];
+    assert_eq!(m1["reasoning_content"], "secret reasoning");
+    // The client replays content only (reasoning is dropped by the renderer anyway).
+    let second = json!({"messages":[
+        {"role":"user","content":"ECHO:secret reasoning</think>Visible answer."},
+        {"role":"assistant","content":m1["content"]},
+        {"role":"user","content":"ECHO:more</think>Second."}]});
+    let j2 = post(s.addr, "/v1/chat/completions", &second).json();
+    assert_eq!(j2["choices"][0]["message"]["content"], "Second.");
+    let live = j1["usage"]["prompt_tokens"].as_u64().unwrap()
+        + j1["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(
+        j2["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
+        live,
+        "{j2}"
+    );
+}
+
+#[test]
+fn tool_turn_is_replayed_exactly_and_reuses_live_kv() {
+    let s = start(cfg(8192));
+    let user = format!("ECHO:{}", call_script());
+    let j1 = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","tools":weather_tools(),"messages":[{"role":"user","content":user}]}),
+    )
+    .json();
+    let m1 = j1["choices"][0]["message"].clone();
+    let id = m1["tool_calls"][0]["id"].as_str().unwrap().to_string();
+    let second = json!({"model":"deepseek-chat","tools":weather_tools(),"messages":[
+        {"role":"user","content":user},
+        m1,
+        {"role":"tool","tool_call_id":id,"content":"ECHO:Sunny."}]});
+    let j2 = post(s.addr, "/v1/chat/completions", &second).json();
+    assert_eq!(j2["choices"][0]["message"]["content"], "Sunny.");
+    let live = j1["usage"]["prompt_tokens"].as_u64().unwrap()
+        + j1["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(
+        j2["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
+        live,
+        "{j2}"
+    );
+}
