@@ -3,11 +3,15 @@
 //!
 //! Feed it token text pieces (`push`), in any split; finish with `finish`.
 //! It holds back partial UTF-8, a partial `</think>`, whitespace and partial
-//! markers before a tool block, partial closing tags and partial entities
-//! inside string arguments. Accepted tool-block styles: `<｜DSML｜tool_calls>`
+//! markers before a tool block and partial closing tags inside string
+//! arguments. Accepted tool-block styles: `<｜DSML｜tool_calls>`
 //! (official), `<DSML｜tool_calls>` (short) and plain `<tool_calls>`, with the
 //! lenient rules of spec §3.3 (whitespace between tags, missing `string`
-//! attribute = string, nested parameters as an object, entity decoding).
+//! attribute = string, nested parameters as an object). Like the official
+//! parser (`parse_message_from_completion_text`), values and names are
+//! verbatim (no entity decoding: the official prompt asks for no escaping),
+//! the content before `"\n\n<｜DSML｜tool_calls>"` is kept byte for byte, and
+//! a parameter name runs to the first `" string="true|false">`.
 //! Malformed DSML falls back to plain text (a [`Event::DsmlInvalid`] followed
 //! by the raw bytes as text): no panic, no lost byte.
 
@@ -179,13 +183,6 @@ const THINK_END: &[u8] = b"</think>";
 const MAX_TAG: usize = 64 * 1024;
 /// Maximum nesting of parameter objects.
 const MAX_NEST: usize = 64;
-const ENTITIES: [(&str, &str); 5] = [
-    ("&amp;", "&"),
-    ("&lt;", "<"),
-    ("&gt;", ">"),
-    ("&quot;", "\""),
-    ("&apos;", "'"),
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -307,38 +304,41 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Decodes the five entities of spec §3.3 step 6; other `&` stay literal.
-pub fn entity_decode(s: &str) -> String {
-    if !s.contains('&') {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        match ENTITIES.iter().find(|(e, _)| rest.starts_with(e)) {
-            Some((e, d)) => {
-                out.push_str(d);
-                rest = &rest[e.len()..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The value of attribute `name` in a tag (`name="…"`, entity-decoded).
+/// The value of attribute `name` in a tag (`name="…"`, up to the next `"`).
+/// Values are verbatim: the official format has no entity escaping.
 fn attr(tag: &[u8], name: &str) -> Option<String> {
     let pat = format!("{name}=\"");
     let i = find(tag, pat.as_bytes())? + pat.len();
     let j = tag[i..].iter().position(|&c| c == b'"')?;
-    Some(entity_decode(&lossy(&tag[i..i + j])))
+    Some(lossy(&tag[i..i + j]))
 }
+
+/// The invoke name of a header (`name="…"` up to the **last** `"`, as the
+/// official `^\s*name="(.*?)">\n$` reads a name containing `"` or `>`).
+fn attr_last(tag: &[u8], name: &str) -> Option<String> {
+    let pat = format!("{name}=\"");
+    let i = find(tag, pat.as_bytes())? + pat.len();
+    let j = tag[i..].iter().rposition(|&c| c == b'"')?;
+    Some(lossy(&tag[i..i + j]))
+}
+
+/// Earliest occurrence at or after `from` of any of `lits`: (position, literal index).
+fn first_of(hay: &[u8], from: usize, lits: &[&[u8]]) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize)> = None;
+    for (li, l) in lits.iter().enumerate() {
+        if let Some(p) = find(&hay[from.min(hay.len())..], l) {
+            let p = p + from;
+            if best.is_none_or(|(bp, _)| p < bp) {
+                best = Some((p, li));
+            }
+        }
+    }
+    best
+}
+
+/// The official parameter tag ends at the first `" string="true|false">`.
+const STRING_ATTR_END: [&[u8]; 2] = [b"\" string=\"true\">", b"\" string=\"false\">"];
+const NAME_ATTR: &[u8] = b" name=\"";
 
 impl OutputParser {
     pub fn new(opts: ParserOptions) -> Self {
@@ -648,9 +648,16 @@ impl OutputParser {
             }
         }
         if let Some((k, si)) = best {
+            // The official marker is "\n\n" + start tag and the content before
+            // it is verbatim; without the marker (lenient) all trailing
+            // whitespace goes.
             let mut ws = k;
-            while ws > skip && is_ws(r[ws - 1]) {
-                ws -= 1;
+            if k >= skip + 2 && &r[k - 2..k] == b"\n\n" {
+                ws = k - 2;
+            } else {
+                while ws > skip && is_ws(r[ws - 1]) {
+                    ws -= 1;
+                }
             }
             let text = r[..ws].to_vec();
             let raw = r[ws..k + STYLES[si].start.len()].to_vec();
@@ -713,9 +720,18 @@ impl OutputParser {
                 }
             }
             BState::InvokeTag => {
+                // The header runs to the next DSML tag; it ends at its last `>`
+                // (official: `^\s*name="(.*?)">\n$` before the first parameter).
                 let r = &self.buf[self.pos..];
-                let scan = self.scan.min(r.len());
-                let Some(k) = r[scan..].iter().position(|&c| c == b'>').map(|k| k + scan) else {
+                let lits: [&[u8]; 4] = [
+                    st.param_start.as_bytes(),
+                    st.invoke_end.as_bytes(),
+                    st.invoke_start.as_bytes(),
+                    st.end.as_bytes(),
+                ];
+                let maxlen = lits.iter().map(|l| l.len()).max().unwrap_or(1);
+                let from = self.scan.min(r.len()).saturating_sub(maxlen - 1);
+                let Some((e, _)) = first_of(r, from, &lits) else {
                     if !fin && r.len() <= MAX_TAG {
                         self.scan = r.len();
                         return false;
@@ -723,7 +739,11 @@ impl OutputParser {
                     self.fail(ev, fin, "unterminated invoke tag");
                     return true;
                 };
-                let name = attr(&r[..k], "name");
+                let Some(k) = r[..e].iter().rposition(|&c| c == b'>') else {
+                    self.fail(ev, false, "unterminated invoke tag");
+                    return true;
+                };
+                let name = attr_last(&r[..k], "name");
                 self.consume(k + 1);
                 let Some(name) = name else {
                     self.fail(ev, false, "invoke tag without a name attribute");
@@ -795,18 +815,48 @@ impl OutputParser {
             }
             BState::ParamTag => {
                 let r = &self.buf[self.pos..];
-                let scan = self.scan.min(r.len());
-                let Some(k) = r[scan..].iter().position(|&c| c == b'>').map(|k| k + scan) else {
-                    if !fin && r.len() <= MAX_TAG {
+                // Official form: ` name="(.*?)" string="(true|false)">`, the name
+                // running to the first `" string="true|false">` (so it may hold
+                // `"` or `>`), unless another DSML tag comes first.
+                let bounds: [&[u8]; 3] = [
+                    st.param_start.as_bytes(),
+                    st.param_end.as_bytes(),
+                    st.invoke_end.as_bytes(),
+                ];
+                let from = self.scan.min(r.len()).saturating_sub(24);
+                let cand = first_of(r, from, &STRING_ATTR_END);
+                let bound = first_of(r, from, &bounds);
+                let official = match (cand, bound) {
+                    (Some((c, _)), b) if b.is_none_or(|(b, _)| c < b) => {
+                        r.starts_with(NAME_ATTR) && c >= NAME_ATTR.len()
+                    }
+                    (None, None) if !fin && r.len() <= MAX_TAG => {
+                        // The end of an official tag may still come.
                         self.scan = r.len();
                         return false;
                     }
-                    self.fail(ev, fin, "unterminated parameter tag");
-                    return true;
+                    _ => false,
                 };
-                let name = attr(&r[..k], "name");
-                let string = attr(&r[..k], "string");
-                self.consume(k + 1);
+                let (name, string, tag_len) = if official {
+                    let (c, which) = cand.unwrap_or((0, 0));
+                    (
+                        Some(lossy(&r[NAME_ATTR.len()..c])),
+                        Some(if which == 0 { "true" } else { "false" }.to_string()),
+                        c + STRING_ATTR_END[which].len(),
+                    )
+                } else {
+                    // Lenient tag: it runs to the first `>`.
+                    let Some(k) = r.iter().position(|&c| c == b'>') else {
+                        if !fin && r.len() <= MAX_TAG {
+                            self.scan = r.len();
+                            return false;
+                        }
+                        self.fail(ev, fin, "unterminated parameter tag");
+                        return true;
+                    };
+                    (attr(&r[..k], "name"), attr(&r[..k], "string"), k + 1)
+                };
+                self.consume(tag_len);
                 let Some(name) = name else {
                     self.fail(ev, false, "parameter tag without a name attribute");
                     return true;
@@ -859,7 +909,7 @@ impl OutputParser {
                 let pe = st.param_end.as_bytes();
                 if let Some(k) = find(r, pe) {
                     let mut frag = String::new();
-                    json_escape_body(&entity_decode(&lossy(&r[..k])), &mut frag);
+                    json_escape_body(&lossy(&r[..k]), &mut frag);
                     frag.push('"');
                     self.consume(k + pe.len());
                     self.emit_args(ev, &frag);
@@ -870,18 +920,13 @@ impl OutputParser {
                     self.fail(ev, true, "unterminated parameter value");
                     return true;
                 }
-                let mut hold = partial_tail(r, 0, &[pe]).unwrap_or(r.len());
-                // A partial entity (`&am`) stays back until it is complete.
-                let ents: Vec<&[u8]> = ENTITIES.iter().map(|(e, _)| e.as_bytes()).collect();
-                if let Some(h) = partial_tail(&r[..hold], 0, &ents) {
-                    hold = h;
-                }
+                let hold = partial_tail(r, 0, &[pe]).unwrap_or(r.len());
                 let cut = utf8_safe_len(&r[..hold]);
                 if cut == 0 {
                     return false;
                 }
                 let mut frag = String::new();
-                json_escape_body(&entity_decode(&lossy(&r[..cut])), &mut frag);
+                json_escape_body(&lossy(&r[..cut]), &mut frag);
                 self.consume(cut);
                 self.emit_args(ev, &frag);
                 false

@@ -1,6 +1,5 @@
 //! Output parser: official grammar, lenient variants, streaming invariants.
 
-use ds4_chat::parser::entity_decode;
 use ds4_chat::render::dsml_block;
 use ds4_chat::{
     DecodeState, EndCause, Event, FinishReason, Json, OutputParser, ParsedMessage, ParserOptions,
@@ -270,27 +269,63 @@ fn missing_string_attribute_and_nested_params() {
     let (_, m) = run(false, &text);
     assert_eq!(
         m.tool_calls[0].arguments,
-        r#"{"s":"  plain & simple","obj":{"k":1,"t":"v"},"z":[1,2]}"#
+        r#"{"s":"  plain &amp; simple","obj":{"k":1,"t":"v"},"z":[1,2]}"#
     );
     assert_split_invariant(false, &text);
 }
 
+/// The official parser does no entity decoding: names and values are verbatim
+/// (a value may itself be HTML such as `&amp;`).
 #[test]
-fn entity_decoding() {
-    assert_eq!(
-        entity_decode("a &amp;&lt;&gt;&quot;&apos; &foo; & &amp"),
-        "a &<>\"' &foo; & &amp"
-    );
+fn entities_stay_verbatim() {
     let text = format!(
         "{OPEN}<｜DSML｜invoke name=\"a&amp;b\"><｜DSML｜parameter name=\"q&quot;\" string=\"true\">x &lt;/｜DSML｜parameter> &nbsp; &&</｜DSML｜parameter></｜DSML｜invoke>{CLOSE}"
     );
     let (_, m) = run(false, &text);
-    assert_eq!(m.tool_calls[0].name, "a&b");
+    assert_eq!(m.tool_calls[0].name, "a&amp;b");
     assert_eq!(
         m.tool_calls[0].arguments,
-        r#"{"q\"":"x </｜DSML｜parameter> &nbsp; &&"}"#
+        r#"{"q&quot;":"x &lt;/｜DSML｜parameter> &nbsp; &&"}"#
     );
     assert_split_invariant(false, &text);
+}
+
+/// Names holding `"` or `>` and content ending in whitespace, as the official
+/// encoder writes them (regression: the name used to stop at the first `"`/`>`
+/// and the content lost its trailing whitespace).
+#[test]
+fn official_names_with_quotes_and_brackets_and_verbatim_content() {
+    let calls = [
+        ToolCall {
+            id: "c1".into(),
+            name: "a\">b".into(),
+            arguments: r#"{"<k>": 1, "a\"b": "v", "x\" string=\"y": true}"#.into(),
+        },
+        ToolCall {
+            id: "c2".into(),
+            name: "<f>".into(),
+            arguments: "{}".into(),
+        },
+    ];
+    let text = format!("done \n{}", dsml_block(&calls));
+    for thinking in [false, true] {
+        let full = if thinking {
+            format!("why</think>{text}")
+        } else {
+            text.clone()
+        };
+        let (_, m) = run(thinking, &full);
+        assert_eq!(m.content, "done \n");
+        assert_eq!(m.tool_calls.len(), 2, "{full:?}");
+        assert_eq!(m.tool_calls[0].name, "a\">b");
+        assert_eq!(
+            m.tool_calls[0].arguments,
+            r#"{"<k>":1,"a\"b":"v","x\" string=\"y":true}"#
+        );
+        assert_eq!(m.tool_calls[1].name, "<f>");
+        assert_eq!(m.tool_calls[1].arguments, "{}");
+        assert_split_invariant(thinking, &full);
+    }
 }
 
 #[test]
@@ -371,7 +406,7 @@ fn dsml_without_active_tools_is_still_parsed() {
 }
 
 #[test]
-fn streaming_holds_partial_markers_utf8_and_entities() {
+fn streaming_holds_partial_markers_and_utf8() {
     let mut p = parser(true, true);
     // Partial UTF-8 (🎉 = F0 9F 8E 89) and partial </think>.
     assert_eq!(
@@ -389,7 +424,14 @@ fn streaming_holds_partial_markers_utf8_and_entities() {
     // Whitespace and a partial tool marker are never emitted early.
     assert_eq!(p.push(b" \n\n"), vec![]);
     assert_eq!(p.push("<｜DS".as_bytes()), vec![]);
-    let ev = p.push("ML｜tool_calls>\n<｜DSML｜invoke name=\"f\">".as_bytes());
+    // The official marker is "\n\n" + tag: the space before it is content.
+    // The invoke header ends at the next tag (a name may hold `"` or `>`).
+    assert_eq!(
+        p.push("ML｜tool_calls>\n<｜DSML｜invoke name=\"f\">".as_bytes()),
+        vec![Event::TextDelta(" ".into())]
+    );
+    assert_eq!(p.decode_state(), DecodeState::Structural);
+    let ev = p.push("\n<｜DSML｜parameter name=\"a\" string=\"true\">x &am".as_bytes());
     assert_eq!(
         ev,
         vec![
@@ -401,30 +443,24 @@ fn streaming_holds_partial_markers_utf8_and_entities() {
             Event::ToolCallArgs {
                 index: 0,
                 delta: "{".into()
-            }
-        ]
-    );
-    assert_eq!(p.decode_state(), DecodeState::Structural);
-    let ev = p.push("<｜DSML｜parameter name=\"a\" string=\"true\">x &am".as_bytes());
-    assert_eq!(
-        ev,
-        vec![
+            },
             Event::ToolCallArgs {
                 index: 0,
                 delta: "\"a\":\"".into()
             },
             Event::ToolCallArgs {
                 index: 0,
-                delta: "x ".into()
+                delta: "x &am".into()
             }
         ]
     );
     assert_eq!(p.decode_state(), DecodeState::StringBody);
+    // Entities are not decoded (official parser); a partial closing tag is held.
     assert_eq!(
         p.push(b"p; y</"),
         vec![Event::ToolCallArgs {
             index: 0,
-            delta: "& y".into()
+            delta: "p; y".into()
         }]
     );
     assert_eq!(p.decode_state(), DecodeState::Structural);
@@ -448,14 +484,14 @@ fn streaming_holds_partial_markers_utf8_and_entities() {
     assert_eq!(p.decode_state(), DecodeState::Outside);
     p.finish();
     let m = p.into_message();
-    assert_eq!(m.content, "Hi");
+    assert_eq!(m.content, "Hi ");
     assert_eq!(
         m.tool_calls[0].arguments,
-        r#"{"a":"x & y","j":{"k":"v","n":1}}"#
+        r#"{"a":"x &amp; y","j":{"k":"v","n":1}}"#
     );
     assert_eq!(
         m.raw_blocks[0].1.chars().take(3).collect::<String>(),
-        " \n\n"
+        "\n\n<"
     );
 }
 
