@@ -572,3 +572,33 @@ fn tool_turn_is_replayed_exactly_and_reuses_live_kv() {
         "{j2}"
     );
 }
+
+#[test]
+fn trace_file_records_requests() {
+    let path = std::env::temp_dir().join(format!("ds4-trace-test-{}.txt", std::process::id()));
+    let mut c = cfg(4096);
+    c.trace = Some(path.clone());
+    let s = start(c);
+    post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:traced"}]}),
+    );
+    post(
+        s.addr,
+        "/v1/messages",
+        &json!({"max_tokens":20,"stream":true,"messages":[{"role":"user","content":"ECHO:again"}]}),
+    );
+    let t = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(t.contains("===== request 1 "), "{t}");
+    assert!(t.contains("===== end request 1 ====="), "{t}");
+    assert!(t.contains("===== end request 2 ====="), "{t}");
+    assert!(t.contains("route=/v1/chat/completions"));
+    assert!(
+        t.contains("<｜User｜>ECHO:traced<｜Assistant｜></think>"),
+        "{t}"
+    );
+    assert!(t.contains("cache_source=none"));
+    assert!(t.contains("--- generated text ---\ntraced\n"));
+}

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -131,4 +131,27 @@ fn long_prefill_sends_keepalive_comments() {
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(content, "ok");
+}
+
+#[test]
+fn disconnect_while_waiting_for_a_non_streaming_answer_frees_the_worker() {
+    let s = start(cfg(1 << 14));
+    let body = json!({"model":"deepseek-chat","messages":[{"role":"user","content":"LOOP:"}]});
+    let b = body.to_string();
+    let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
+    write!(
+        sock,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    )
+    .unwrap();
+    // The generation is running (LOOP never ends before the context fills).
+    wait_health(s.addr, |h| {
+        h["busy"] == true && h["decode_steps"].as_u64().unwrap() > 10
+    });
+    sock.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(sock);
+    let h = wait_health(s.addr, |h| h["busy"] == false);
+    assert_eq!(h["jobs_cancelled"], 1, "{h}");
+    assert!(h["steps_after_last_cancel"].as_u64().unwrap() <= 1, "{h}");
 }
