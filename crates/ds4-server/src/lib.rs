@@ -493,6 +493,7 @@ pub fn prepare_chat(
         };
         ds4_chat::render_prompt(&req.conversation, mode, opts)
     };
+    validate_tool_results(api, &req)?;
     let tool_history = req.conversation.messages.iter().any(|m| match m {
         Message::Tool { .. } => true,
         Message::Assistant { tool_calls, .. } => !tool_calls.is_empty(),
@@ -622,6 +623,36 @@ pub fn submit(st: &AppState, p: &Prepared, chat_kind: bool) -> Result<JobHandle,
         visible: if chat_kind { thinking_visible(p) } else { None },
     };
     st.engine.submit(req).map_err(|e| engine_error(p.api, e))
+}
+
+/// Every tool result of an Anthropic / Responses request must answer a call
+/// that appears earlier in the same request (there is no server-side
+/// conversation state to continue from; spec §1.5).
+fn validate_tool_results(api: ApiKind, req: &ChatRequest) -> Result<(), ApiError> {
+    if !matches!(api, ApiKind::Anthropic | ApiKind::Responses) {
+        return Ok(());
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for m in &req.conversation.messages {
+        match m {
+            Message::Assistant { tool_calls, .. } => {
+                seen.extend(tool_calls.iter().map(|c| c.id.as_str()))
+            }
+            Message::Tool {
+                tool_call_id: Some(id),
+                ..
+            } if !id.is_empty() && !seen.contains(&id.as_str()) => {
+                let msg = if api == ApiKind::Anthropic {
+                    format!("Anthropic continuation state is not available for tool_use_id {id}; retry by replaying the full messages history")
+                } else {
+                    format!("Responses continuation state is not available for call_id {id}; retry by replaying the full input history")
+                };
+                return Err(ApiError::bad_request(api, msg));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Spec §2.2 "thinking" binding: after a tool-less thinking turn that ends

@@ -409,3 +409,43 @@ fn unknown_routes_options_and_cors() {
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert_eq!(r.header("cache-control"), Some("no-cache"));
 }
+
+#[test]
+fn tool_results_must_answer_a_replayed_call() {
+    let s = start(cfg(4096));
+    let r = post(
+        s.addr,
+        "/v1/messages",
+        &json!({"max_tokens":20,"messages":[
+            {"role":"user","content":"hi"},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_missing","content":"x"}]}]}),
+    );
+    assert_anthropic_error(
+        &r,
+        400,
+        "invalid_request_error",
+        "tool_use_id toolu_missing",
+    );
+    let r = post(
+        s.addr,
+        "/v1/responses",
+        &json!({"input":[{"type":"function_call_output","call_id":"call_missing","output":"x"}]}),
+    );
+    assert_openai_error(
+        &r,
+        400,
+        "call_id call_missing; retry by replaying the full input history",
+    );
+    // With the call replayed the same results are accepted.
+    let r = post(
+        s.addr,
+        "/v1/responses",
+        &json!({"model":"deepseek-chat","input":[
+            {"role":"user","content":"q"},
+            {"type":"function_call","call_id":"call_1","name":"f","arguments":"{}"},
+            {"type":"function_call_output","call_id":"call_1","output":"ECHO:done"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["output"][0]["content"][0]["text"], "done");
+    still_serving(&s);
+}
