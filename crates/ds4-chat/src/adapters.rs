@@ -195,12 +195,30 @@ fn tool_content(v: Option<&Json>, what: &str) -> Result<ToolContent, ChatError> 
     }
 }
 
-/// Arguments given as a JSON string (used as is) or as a raw JSON value (its compact text).
-fn arguments_text(v: Option<&Json>) -> String {
-    match v {
-        None | Some(Json::Null) => "{}".to_string(),
+/// Arguments given as a JSON string (used as is) or as a raw JSON value (its
+/// compact text). Text that is JSON but not an object (`[1, 2]`, `"s"`, `3`,
+/// `null`) is rejected: the official encoder cannot render it (it raises),
+/// while non-JSON text renders as one `arguments` string parameter.
+fn arguments_text(v: Option<&Json>, what: &str) -> Result<String, ChatError> {
+    let text = match v {
+        None | Some(Json::Null) => return Ok("{}".to_string()),
         Some(Json::String(s)) => s.clone(),
         Some(other) => other.to_compact(),
+    };
+    match Json::parse(&text) {
+        Ok(Json::Object(_)) | Err(_) => Ok(text),
+        Ok(other) => {
+            let kind = match other {
+                Json::Array(_) => "an array",
+                Json::String(_) => "a string",
+                Json::Number(_) => "a number",
+                Json::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            Err(ChatError::invalid(format!(
+                "{what} must be a JSON object, not {kind}"
+            )))
+        }
     }
 }
 
@@ -317,14 +335,14 @@ pub fn openai_chat(body: &Json) -> Result<ChatRequest, ChatError> {
         let role =
             opt_str(m.get("role"), &format!("{what}.role"))?.unwrap_or_else(|| "user".into());
         let msg = match role.as_str() {
-            "system" | "developer" => {
-                if conv.response_format.is_none() {
-                    conv.response_format = response_format_of(m.get("response_format"));
-                }
-                Message::System {
-                    content: flatten_content(m.get("content"), &format!("{what}.content"))?,
-                }
-            }
+            "system" | "developer" => Message::System {
+                content: flatten_content(m.get("content"), &format!("{what}.content"))?,
+                // Message-level, as the official encoder reads it: any truthy value.
+                response_format: m
+                    .get("response_format")
+                    .filter(|rf| rf.python_truthy())
+                    .cloned(),
+            },
             "user" => Message::User {
                 content: flatten_content(m.get("content"), &format!("{what}.content"))?,
             },
@@ -344,7 +362,10 @@ pub fn openai_chat(body: &Json) -> Result<ChatRequest, ChatError> {
                             calls.push(ToolCall {
                                 id: opt_str(tc.get("id"), &format!("{w}.id"))?.unwrap_or_default(),
                                 name,
-                                arguments: arguments_text(f.get("arguments")),
+                                arguments: arguments_text(
+                                    f.get("arguments"),
+                                    &format!("{w}.function.arguments"),
+                                )?,
                             });
                         }
                     }
@@ -790,7 +811,7 @@ pub fn responses(body: &Json) -> Result<ChatRequest, ChatError> {
                         let call = ToolCall {
                             id,
                             name,
-                            arguments: arguments_text(args),
+                            arguments: arguments_text(args, &format!("{what}.arguments"))?,
                         };
                         if assistant_open && pending_reasoning.is_none() {
                             if let Some(Message::Assistant { tool_calls, .. }) =

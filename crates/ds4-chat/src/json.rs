@@ -95,6 +95,19 @@ impl Json {
         matches!(self, Json::Null)
     }
 
+    /// Python truthiness of the value `json.loads` would produce: `null`,
+    /// `false`, zero, `""`, `[]` and `{}` are false.
+    pub fn python_truthy(&self) -> bool {
+        match self {
+            Json::Null => false,
+            Json::Bool(b) => *b,
+            Json::Number(_) => self.as_f64().is_none_or(|v| v != 0.0),
+            Json::String(s) => !s.is_empty(),
+            Json::Array(a) => !a.is_empty(),
+            Json::Object(o) => !o.is_empty(),
+        }
+    }
+
     /// The number as f64 (Python `float()` semantics, correctly rounded).
     pub fn as_f64(&self) -> Option<f64> {
         match self {

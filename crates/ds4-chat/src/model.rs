@@ -56,6 +56,10 @@ impl ToolContent {
 pub enum Message {
     System {
         content: String,
+        /// The official encoder's message-level `response_format`, rendered
+        /// after this message's text exactly as given (any Python-truthy value,
+        /// `{"type": "text"}` included).
+        response_format: Option<Json>,
     },
     User {
         content: String,
@@ -74,7 +78,10 @@ pub enum Message {
 
 impl Message {
     pub fn system(s: impl Into<String>) -> Self {
-        Message::System { content: s.into() }
+        Message::System {
+            content: s.into(),
+            response_format: None,
+        }
     }
     pub fn user(s: impl Into<String>) -> Self {
         Message::User { content: s.into() }
@@ -110,7 +117,10 @@ pub struct Conversation {
     /// "parameters", …}`), re-serialized with Python `json.dumps` when rendered.
     /// Empty = no tools block (also used for `tool_choice: "none"`).
     pub tools: Vec<Json>,
-    /// Optional `response_format` schema (rendered after the system text).
+    /// Request-level `response_format` (the OpenAI body field; `{"type":
+    /// "text"}` and `{}` are already filtered out by the adapter). Rendered
+    /// after the first system message's text, in place of that message's own
+    /// `response_format`; with no system message an empty one is inserted.
     pub response_format: Option<Json>,
 }
 

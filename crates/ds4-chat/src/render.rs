@@ -133,7 +133,7 @@ enum OMsg<'a> {
     System {
         content: &'a str,
         tools: bool,
-        response_format: bool,
+        response_format: Option<&'a Json>,
     },
     User {
         blocks: Vec<Block<'a>>,
@@ -147,8 +147,10 @@ enum OMsg<'a> {
 
 /// Renders a conversation to the exact prompt text of the official encoder.
 ///
-/// Tools (and `response_format`) attach to the first system message; if
-/// there is none, an empty system message is assumed at the start.
+/// Tools and the request-level `response_format` attach to the first system
+/// message (the latter replacing that message's own); if there is none, an
+/// empty system message is assumed at the start. Other system messages keep
+/// their own `response_format`, as in the official encoder.
 pub fn render_prompt(conv: &Conversation, mode: ThinkMode, opts: RenderOptions<'_>) -> String {
     let thinking = mode.is_thinking();
     let has_tools = !conv.tools.is_empty();
@@ -164,17 +166,24 @@ pub fn render_prompt(conv: &Conversation, mode: ThinkMode, opts: RenderOptions<'
         msgs.push(OMsg::System {
             content: "",
             tools: has_tools,
-            response_format: conv.response_format.is_some(),
+            response_format: conv.response_format.as_ref(),
         });
     }
     for (idx, m) in conv.messages.iter().enumerate() {
         match m {
-            Message::System { content } => {
+            Message::System {
+                content,
+                response_format,
+            } => {
                 let attach = needs_system && first_system == Some(idx);
+                let rf = match &conv.response_format {
+                    Some(req) if attach => Some(req),
+                    _ => response_format.as_ref(),
+                };
                 msgs.push(OMsg::System {
                     content,
                     tools: attach && has_tools,
-                    response_format: attach && conv.response_format.is_some(),
+                    response_format: rf,
                 });
             }
             Message::User { content } => {
@@ -285,12 +294,10 @@ pub fn render_prompt(conv: &Conversation, mode: ThinkMode, opts: RenderOptions<'
                     out.push_str("\n\n");
                     out.push_str(&tools_block(&conv.tools));
                 }
-                if *response_format {
-                    if let Some(rf) = &conv.response_format {
-                        out.push_str("\n\n");
-                        out.push_str(RESPONSE_FORMAT_PRE);
-                        out.push_str(&rf.to_python());
-                    }
+                if let Some(rf) = response_format {
+                    out.push_str("\n\n");
+                    out.push_str(RESPONSE_FORMAT_PRE);
+                    out.push_str(&rf.to_python());
                 }
             }
             OMsg::User { blocks } => {

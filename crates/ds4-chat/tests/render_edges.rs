@@ -243,10 +243,29 @@ fn argument_normalization() {
         one_call_prompt(r#"{"a":1,"b":2,"a":3}"#),
         [param("a", false, "3"), param("b", false, "2")].join("\n")
     );
-    for raw in ["[1,2]", "\"s\"", "null", "ls -la", "", "{\"a\":"] {
+    // Non-JSON text: one `arguments` string parameter (official fallback).
+    for raw in ["ls -la", "", "{\"a\":"] {
         assert_eq!(
             one_call_prompt(raw),
             param("arguments", true, raw),
+            "{raw:?}"
+        );
+    }
+    // JSON that is not an object: the official encoder raises; a clear error here.
+    for (raw, kind) in [
+        ("[1,2]", "an array"),
+        ("\"s\"", "a string"),
+        ("null", "null"),
+        (" 3 ", "a number"),
+        ("true", "a boolean"),
+    ] {
+        let req = format!(
+            r#"{{"model":"deepseek-chat","messages":[{{"role":"user","content":"q"}},{{"role":"assistant","content":"","tool_calls":[{{"id":"c","function":{{"name":"f","arguments":{}}}}}]}}]}}"#,
+            Json::String(raw.into()).to_compact()
+        );
+        assert_eq!(
+            err(&req).to_string(),
+            format!("invalid request: messages[1].tool_calls[0].function.arguments must be a JSON object, not {kind}"),
             "{raw:?}"
         );
     }
@@ -600,4 +619,31 @@ fn response_format_request_level() {
     );
     assert_eq!(dump(&format!(r#"{{"response_format":{{}},{q}}}"#)), plain);
     assert_eq!(dump(&format!(r#"{{"response_format":null,{q}}}"#)), plain);
+}
+
+/// Message-level `response_format` (the official encoder's field) renders at
+/// its own system message, whatever its value, `{"type": "text"}` included;
+/// falsy values render nothing. Regression: it used to move to the first
+/// system message and `{"type": "text"}` was dropped.
+#[test]
+fn response_format_message_level_stays_in_place() {
+    let rf =
+        "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n";
+    let got = dump(
+        r#"{"model":"deepseek-chat","messages":[{"role":"system","content":"A","response_format":{"type":"text"}},{"role":"user","content":"q"},{"role":"system","content":"B","response_format":{"type":"json_object","n":1e5}},{"role":"system","content":"C","response_format":{}},{"role":"system","content":"D","response_format":0}]}"#,
+    );
+    assert_eq!(
+        got,
+        format!(
+            "{BOS}A{rf}{{\"type\": \"text\"}}{USER}qB{rf}{{\"type\": \"json_object\", \"n\": 100000.0}}CD"
+        )
+    );
+    // The request-level field replaces the first system message's own.
+    let got = dump(
+        r#"{"model":"deepseek-chat","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"q"},{"role":"system","content":"B","response_format":{"type":"x"}},{"role":"system","content":"C","response_format":{"type":"y"}}]}"#,
+    );
+    assert_eq!(
+        got,
+        format!("{BOS}{USER}qB{rf}{{\"type\": \"json_object\"}}C{rf}{{\"type\": \"y\"}}")
+    );
 }
