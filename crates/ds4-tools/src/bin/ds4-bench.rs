@@ -475,11 +475,24 @@ fn chat_prompt_tokens(tok: &Tokenizer, system: &str, prompt: &str) -> Result<Vec
 /// header, tokens, next-token logits, per-layer counts, raw rows, compressed rows
 /// and compressor frontiers, indexer rows and frontiers.
 fn payload_bytes(model: &Model<Cpu>, s: &Session<Cpu>, ctx_alloc: usize) -> u64 {
-    let c = &model.cfg;
-    let n = s.pos();
+    payload_size(
+        &model.cfg,
+        s.pos(),
+        &s.compressed_rows(),
+        &s.indexer_rows(),
+        ctx_alloc,
+    )
+}
+
+/// [`payload_bytes`] from the token count and per-layer row counts.
+fn payload_size(
+    c: &ds4_model::Config,
+    n: usize,
+    comp: &[usize],
+    idx: &[usize],
+    ctx_alloc: usize,
+) -> u64 {
     let raw = n.min(c.window.min(PAYLOAD_RAW_WINDOW).min(ctx_alloc));
-    let comp = s.compressed_rows();
-    let idx = s.indexer_rows();
     let mut b = 13 * 4 + 4 * n + 4 * c.vocab + 2 * 4 * c.n_layers;
     for il in 0..c.n_layers {
         b += raw * c.head_dim * 4;
@@ -756,6 +769,33 @@ mod tests {
         // ctx-start = ctx-max: one row.
         let c = cfg(&["--prompt-file", "x", "--ctx-start", "64", "--ctx-max", "64"]);
         assert_eq!(frontiers(&c), vec![64]);
+    }
+
+    /// Spec §2.6 worked check (the `kvcache_bytes` column of ds4's shipped
+    /// `speed-bench/m4_max.csv`): 52 184 460 bytes at N = 2048 for the published
+    /// shape, plus 28 188 672 bytes per further 2048 tokens.
+    #[test]
+    fn payload_size_matches_ds4_bench_csv() {
+        let c = ds4_model::Config::flash();
+        let at = |n: usize| {
+            let rows = |div: usize| -> Vec<usize> {
+                c.compress_ratios
+                    .iter()
+                    .map(|&r| {
+                        if r == 0 || (div == 4 && r != 4) {
+                            0
+                        } else {
+                            n / r
+                        }
+                    })
+                    .collect()
+            };
+            payload_size(&c, n, &rows(0), &rows(4), 32768 + 128 + 1)
+        };
+        assert_eq!(at(2048), 52_184_460);
+        for k in 1..16 {
+            assert_eq!(at(2048 * (k + 1)) - at(2048 * k), 28_188_672);
+        }
     }
 
     #[test]
