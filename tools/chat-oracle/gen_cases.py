@@ -24,8 +24,8 @@ flattened string. Tool-message content lists go to the oracle unchanged.
 
 Cases the oracle raises on are kept in `errors` with the exception text.
 
-For each assistant message with tool calls, the official rendering of that
-message as model output (`encode([u, a]) - encode([u])`) is parsed with the
+For each assistant message, the official rendering of that message as model
+output (`encode([u, a]) - encode([u])`) is parsed with the
 official `parse_message_from_completion_text`; the result (or its error) goes
 into `parses`.
 """
@@ -416,10 +416,10 @@ def oracle_messages(body):
 
 
 def completion_parses(enc, msgs, mode):
-    """Official rendering of each assistant message with tool calls, as model output, and its official parse."""
+    """Official rendering of each assistant message, as model output, and its official parse."""
     out = []
     for m in msgs:
-        if m.get("role") != "assistant" or not m.get("tool_calls"):
+        if m.get("role") != "assistant":
             continue
         a = {k: v for k, v in m.items() if k in ("role", "content", "reasoning_content", "tool_calls")}
         u = {"role": "user", "content": "q"}

@@ -720,15 +720,11 @@ impl OutputParser {
                 }
             }
             BState::InvokeTag => {
-                // The header runs to the next DSML tag; it ends at its last `>`
-                // (official: `^\s*name="(.*?)">\n$` before the first parameter).
+                // The header runs to the first parameter tag or invoke end and
+                // ends at its last `>`, as the official parser reads it
+                // (`^\s*name="(.*?)">\n$` over that text).
                 let r = &self.buf[self.pos..];
-                let lits: [&[u8]; 4] = [
-                    st.param_start.as_bytes(),
-                    st.invoke_end.as_bytes(),
-                    st.invoke_start.as_bytes(),
-                    st.end.as_bytes(),
-                ];
+                let lits: [&[u8]; 2] = [st.param_start.as_bytes(), st.invoke_end.as_bytes()];
                 let maxlen = lits.iter().map(|l| l.len()).max().unwrap_or(1);
                 let from = self.scan.min(r.len()).saturating_sub(maxlen - 1);
                 let Some((e, _)) = first_of(r, from, &lits) else {

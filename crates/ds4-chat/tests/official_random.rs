@@ -2,8 +2,8 @@
 //! (`tests/fixtures/official_random.json`, produced by
 //! `tools/chat-oracle/gen_cases.py`): our renderer must reproduce every one
 //! byte for byte from the OpenAI request body, and our output parser must
-//! recover what the official parser recovers from the official DSML rendering
-//! of each assistant message with tool calls.
+//! recover what the official parser recovers from the official rendering of
+//! each assistant message (reasoning, content, DSML tool calls) as model output.
 
 use ds4_chat::json::Json;
 use ds4_chat::render::EOS;
@@ -121,7 +121,7 @@ fn parser_recovers_what_the_official_parser_recovers() {
             let out = text
                 .strip_suffix(EOS)
                 .expect("official output ends with EOS");
-            for split in [None, Some(7usize)] {
+            for split in [None, Some(1usize), Some(7)] {
                 let mut parser = OutputParser::new(ParserOptions::new(thinking, true));
                 match split {
                     None => {

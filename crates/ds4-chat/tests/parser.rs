@@ -731,3 +731,22 @@ fn large_json_value_fed_token_by_token() {
     let expect = format!("{{\"xs\":{}}}", value.replace(' ', ""));
     assert_eq!(m.tool_calls[0].arguments, expect);
 }
+
+/// The invoke header runs to the first parameter tag (or invoke end), as in
+/// the official parser, even when it holds DSML-like text (expected values
+/// from the official `parse_message_from_completion_text`). Regression: the
+/// header used to stop at the next `<｜DSML｜invoke`.
+#[test]
+fn invoke_header_runs_to_the_first_parameter_tag() {
+    let text = "r</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"g\">\n<｜DSML｜parameter name=\"a\" string=\"true\">1</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+    let (_, m) = run(true, text);
+    assert_eq!(m.reasoning, "r");
+    assert_eq!(m.content, "");
+    assert_eq!(m.tool_calls.len(), 1);
+    assert_eq!(
+        m.tool_calls[0].name,
+        "f\">\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"g"
+    );
+    assert_eq!(m.tool_calls[0].arguments, r#"{"a":"1"}"#);
+    assert_split_invariant(true, text);
+}
