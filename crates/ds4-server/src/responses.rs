@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use ds4_chat::parser::{Event as PEvent, OutputParser, ParsedMessage, ParserOptions};
+use ds4_chat::parser::{Event as PEvent, OutputParser, ParserOptions};
 use ds4_chat::Json;
 use ds4_engine::{Finish, Usage};
 
@@ -70,6 +70,7 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
         }
     }
     let p = prepare_chat(&st, &json, raw, api, ds4_chat::responses)?;
+    let names = WireNames::from_request(&json);
     let trace = trace_begin(&st, &p, "/v1/responses");
     let handle = submit(&st, &p, true)?;
     st.next_id();
@@ -84,6 +85,7 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
             created,
             model: p.model.clone(),
             summary: p.reasoning_summary,
+            names,
             parser: OutputParser::new(opts),
             seq: 0,
             next_output: 0,
@@ -118,8 +120,15 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
     if !msg.content.is_empty() {
         output.push(message_item(&ids.msg, item_status, Some(&msg.content)));
     }
-    for c in function_items(&msg, item_status) {
-        output.push(c);
+    for c in &msg.tool_calls {
+        output.push(call_item(
+            &names,
+            &format!("fc_{}", random_hex(12)),
+            item_status,
+            &c.name,
+            &c.id,
+            &c.arguments,
+        ));
     }
     Ok(json_ok(
         response_object(
@@ -132,6 +141,90 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
         ),
         false,
     ))
+}
+
+/// How parsed call names map back to Responses wire items.
+#[derive(Debug, Clone, Default)]
+pub struct WireNames {
+    /// Flattened `ns + name` → (namespace, name).
+    namespaced: Vec<(String, String, String)>,
+    /// A `{"type":"tool_search"}` tool was declared.
+    tool_search: bool,
+}
+
+impl WireNames {
+    pub fn from_request(body: &Json) -> WireNames {
+        let mut w = WireNames::default();
+        let Some(tools) = body.get("tools").and_then(Json::as_array) else {
+            return w;
+        };
+        for t in tools {
+            match t.get("type").and_then(Json::as_str) {
+                Some("namespace") => {
+                    let ns = t.get("name").and_then(Json::as_str).unwrap_or("");
+                    for it in t.get("tools").and_then(Json::as_array).unwrap_or(&[]) {
+                        let name = it
+                            .get("name")
+                            .or_else(|| it.get("function").and_then(|f| f.get("name")))
+                            .and_then(Json::as_str)
+                            .unwrap_or("");
+                        w.namespaced.push((
+                            format!("{ns}{name}"),
+                            ns.to_string(),
+                            name.to_string(),
+                        ));
+                    }
+                }
+                Some("tool_search") => w.tool_search = true,
+                _ => {}
+            }
+        }
+        w
+    }
+
+    fn lookup(&self, flat: &str) -> (String, Option<String>) {
+        match self.namespaced.iter().find(|(f, _, _)| f == flat) {
+            Some((_, ns, name)) => (name.clone(), Some(ns.clone())),
+            None => (flat.to_string(), None),
+        }
+    }
+
+    fn is_tool_search(&self, flat: &str) -> bool {
+        self.tool_search
+            && flat == "tool_search"
+            && !self.namespaced.iter().any(|(f, _, _)| f == flat)
+    }
+}
+
+/// Output item of one call (function_call, or tool_search_call).
+fn call_item(w: &WireNames, fc_id: &str, status: &str, flat: &str, call_id: &str, args: &str) -> J {
+    if w.is_tool_search(flat) {
+        let a = if ds4_chat::Json::parse(args)
+            .map(|v| v.as_object().is_some())
+            .unwrap_or(false)
+        {
+            J::Raw(args.to_string())
+        } else {
+            J::obj()
+        };
+        return J::obj()
+            .with("id", fc_id)
+            .with("type", "tool_search_call")
+            .with("status", status)
+            .with("call_id", call_id)
+            .with("execution", "client")
+            .with("arguments", a);
+    }
+    let (name, ns) = w.lookup(flat);
+    let mut j = J::obj()
+        .with("id", fc_id)
+        .with("type", "function_call")
+        .with("status", status)
+        .with("name", name);
+    if let Some(ns) = ns {
+        j.push("namespace", ns);
+    }
+    j.with("call_id", call_id).with("arguments", args)
 }
 
 struct Ids {
@@ -185,31 +278,6 @@ fn message_item(id: &str, status: &str, text: Option<&str>) -> J {
         .with("content", content)
 }
 
-fn function_item(fc_id: &str, status: &str, name: &str, call_id: &str, args: &str) -> J {
-    J::obj()
-        .with("id", fc_id)
-        .with("type", "function_call")
-        .with("status", status)
-        .with("name", name)
-        .with("call_id", call_id)
-        .with("arguments", args)
-}
-
-fn function_items(msg: &ParsedMessage, status: &str) -> Vec<J> {
-    msg.tool_calls
-        .iter()
-        .map(|c| {
-            function_item(
-                &format!("fc_{}", random_hex(12)),
-                status,
-                &c.name,
-                &c.id,
-                &c.arguments,
-            )
-        })
-        .collect()
-}
-
 fn response_object(
     id: &str,
     created: i64,
@@ -247,6 +315,7 @@ struct ResponsesStream {
     created: i64,
     model: String,
     summary: bool,
+    names: WireNames,
     parser: OutputParser,
     seq: u64,
     next_output: usize,
@@ -467,30 +536,36 @@ impl Projector for ResponsesStream {
             let oi = self.next_output;
             self.next_output += 1;
             let fc = format!("fc_{}", random_hex(12));
-            let added = function_item(&fc, "in_progress", &c.name, &c.id, "");
+            let added = call_item(&self.names, &fc, "in_progress", &c.name, &c.id, "");
             self.emit(
                 "response.output_item.added",
                 J::obj().with("output_index", oi).with("item", added),
                 &mut out,
             );
-            self.emit(
-                "response.function_call_arguments.delta",
-                J::obj()
+            if !self.names.is_tool_search(&c.name) {
+                self.emit(
+                    "response.function_call_arguments.delta",
+                    J::obj()
+                        .with("item_id", fc.as_str())
+                        .with("output_index", oi)
+                        .with("delta", c.arguments.as_str()),
+                    &mut out,
+                );
+                let (name, ns) = self.names.lookup(&c.name);
+                let mut done = J::obj()
                     .with("item_id", fc.as_str())
                     .with("output_index", oi)
-                    .with("delta", c.arguments.as_str()),
-                &mut out,
-            );
-            self.emit(
-                "response.function_call_arguments.done",
-                J::obj()
-                    .with("item_id", fc.as_str())
-                    .with("output_index", oi)
-                    .with("name", c.name.as_str())
-                    .with("arguments", c.arguments.as_str()),
-                &mut out,
-            );
-            let item = function_item(&fc, item_status, &c.name, &c.id, &c.arguments);
+                    .with("name", name);
+                if let Some(ns) = ns {
+                    done.push("namespace", ns);
+                }
+                self.emit(
+                    "response.function_call_arguments.done",
+                    done.with("arguments", c.arguments.as_str()),
+                    &mut out,
+                );
+            }
+            let item = call_item(&self.names, &fc, item_status, &c.name, &c.id, &c.arguments);
             self.emit(
                 "response.output_item.done",
                 J::obj().with("output_index", oi).with("item", item.clone()),

@@ -602,3 +602,43 @@ fn trace_file_records_requests() {
     assert!(t.contains("cache_source=none"));
     assert!(t.contains("--- generated text ---\ntraced\n"));
 }
+
+#[test]
+fn responses_restore_namespaces_and_tool_search_calls() {
+    let s = start(cfg(8192));
+    let tools = json!([
+        {"type":"namespace","name":"mcp__fs__","tools":[{"type":"function","name":"read","parameters":{"type":"object","properties":{"path":{"type":"string"}}}}]},
+        {"type":"tool_search","description":"search tools"}]);
+    let block = "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"mcp__fs__read\">\n<｜DSML｜parameter name=\"path\" string=\"true\">/etc</｜DSML｜parameter>\n</｜DSML｜invoke>\n<｜DSML｜invoke name=\"tool_search\">\n<｜DSML｜parameter name=\"query\" string=\"true\">git</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+    let body = json!({"model":"deepseek-chat","tools":tools,"input":format!("ECHO:{block}")});
+    let r = post(s.addr, "/v1/responses", &body);
+    let j = r.json();
+    let out = j["output"].as_array().unwrap();
+    assert_eq!(out.len(), 2, "{j}");
+    assert_eq!(out[0]["type"], "function_call");
+    assert_eq!(out[0]["name"], "read");
+    assert_eq!(out[0]["namespace"], "mcp__fs__");
+    assert_eq!(out[0]["arguments"], r#"{"path":"/etc"}"#);
+    assert!(
+        r.text().contains(
+            r#""status":"completed","name":"read","namespace":"mcp__fs__","call_id":"call_"#
+        ),
+        "{}",
+        r.text()
+    );
+    assert_eq!(out[1]["type"], "tool_search_call");
+    assert_eq!(out[1]["execution"], "client");
+    assert_eq!(out[1]["arguments"], json!({"query":"git"}));
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let ev = sse_json(&post(s.addr, "/v1/responses", &sb).text());
+    let arg_events = ev
+        .iter()
+        .filter(|e| e["type"] == "response.function_call_arguments.done")
+        .collect::<Vec<_>>();
+    assert_eq!(arg_events.len(), 1);
+    assert_eq!(arg_events[0]["name"], "read");
+    assert_eq!(arg_events[0]["namespace"], "mcp__fs__");
+    let fin = &ev.last().unwrap()["response"]["output"];
+    assert_eq!(fin[1]["type"], "tool_search_call");
+}
