@@ -330,6 +330,9 @@ def rconversation(rng):
             for _ in range(rng.randint(1, 3)):
                 call_counter[0] += 1
                 tc = {"type": "function", "function": {"name": rng.choice(tool_names), "arguments": rarguments(rng)}}
+                if rng.random() < 0.04:
+                    # not a string (some clients send the object itself)
+                    tc["function"]["arguments"] = rng.choice([rvalue(rng), {"k": rvalue(rng)}, None])
                 rr = rng.random()
                 if rr < 0.85:
                     tc["id"] = "call_%d_%d" % (call_counter[0], rng.randint(0, 999))

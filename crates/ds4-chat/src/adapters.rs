@@ -362,10 +362,16 @@ pub fn openai_chat(body: &Json) -> Result<ChatRequest, ChatError> {
                             calls.push(ToolCall {
                                 id: opt_str(tc.get("id"), &format!("{w}.id"))?.unwrap_or_default(),
                                 name,
-                                arguments: arguments_text(
-                                    f.get("arguments"),
-                                    &format!("{w}.function.arguments"),
-                                )?,
+                                arguments: match f.get("arguments") {
+                                    // Not a string (an object, array, null, …): the
+                                    // official encoder cannot `json.loads` it and
+                                    // renders it as one JSON `arguments` parameter.
+                                    Some(v) if !matches!(v, Json::String(_)) => {
+                                        Json::Object(vec![("arguments".to_string(), v.clone())])
+                                            .to_compact()
+                                    }
+                                    v => arguments_text(v, &format!("{w}.function.arguments"))?,
+                                },
                             });
                         }
                     }

@@ -278,13 +278,29 @@ fn argument_normalization() {
             "v </｜DSML｜parameter> </tool_result> && < > \" \r\n"
         )
     );
-    // Arguments given as a JSON object render like the string form.
-    let obj = r#"{"model":"deepseek-chat","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"","tool_calls":[{"id":"c","function":{"name":"f","arguments":{"a": [1, 2], "s": "x"}}}]}]}"#;
-    let s = obj.replace(
-        r#"{"a": [1, 2], "s": "x"}"#,
-        r#""{\"a\":[1,2],\"s\":\"x\"}""#,
-    );
-    assert_eq!(dump(obj), dump(&s));
+    // Arguments that are not a string (an object, array or null): the official
+    // encoder cannot `json.loads` them and renders the value as one JSON
+    // `arguments` parameter (checked against it in tests/official_random.rs).
+    for (raw, want) in [
+        (
+            r#"{"a": [1, 2], "s": "x", "e": 1e5}"#,
+            r#"{"a": [1, 2], "s": "x", "e": 100000.0}"#,
+        ),
+        ("[1,2]", "[1, 2]"),
+        ("null", "null"),
+        ("{}", "{}"),
+    ] {
+        let req = format!(
+            r#"{{"model":"deepseek-chat","messages":[{{"role":"user","content":"q"}},{{"role":"assistant","content":"","tool_calls":[{{"id":"c","function":{{"name":"f","arguments":{raw}}}}}]}}]}}"#
+        );
+        assert!(
+            dump(&req).contains(&format!(
+                "<｜DSML｜invoke name=\"f\">\n{}\n</｜DSML｜invoke>",
+                param("arguments", false, want)
+            )),
+            "{raw}"
+        );
+    }
 }
 
 #[test]
