@@ -382,7 +382,14 @@ impl Worker {
                 continue;
             }
             self.inner.stats.busy.store(true, Ordering::SeqCst);
-            self.run_job(job);
+            // A panic in a hook or the model must not kill the worker: the
+            // job's channel closes (its client sees an aborted generation),
+            // the session is dropped and the queue keeps being served.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_job(job)));
+            if r.is_err() {
+                self.invalidate();
+                self.inner.stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
+            }
             self.inner.stats.busy.store(false, Ordering::SeqCst);
             self.inner
                 .stats

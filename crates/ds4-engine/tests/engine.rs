@@ -470,3 +470,30 @@ fn visible_alias_continues_over_hidden_reasoning() {
     let o3 = collect(e.submit(req(&p2, 100)).unwrap());
     assert_eq!(o3.usage.cached_tokens, 0);
 }
+
+struct Panicker;
+impl GenControl for Panicker {
+    fn observe(&mut self, text: &[u8]) -> Control {
+        if text.len() > 2 {
+            panic!("hook failure (expected by the test)");
+        }
+        Control::Continue { greedy: false }
+    }
+}
+
+#[test]
+fn a_panicking_job_does_not_kill_the_worker() {
+    let e = engine_with(EchoModel::default(), 4096, 2048);
+    let mut r = req(&prompt("ECHO:abcdef"), 100);
+    r.control = Some(Box::new(Panicker));
+    let mut h = e.submit(r).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| h.events.blocking_recv()).collect();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Done { .. })),
+        "{events:?}"
+    );
+    let o = collect(e.submit(req(&prompt("ECHO:still here"), 100)).unwrap());
+    assert_eq!(o.text, "still here");
+    assert_eq!(o.usage.cached_tokens, 0);
+    assert_eq!(e.stats().jobs_failed.load(Ordering::SeqCst), 1);
+}

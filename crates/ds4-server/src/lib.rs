@@ -5,7 +5,6 @@
 //! `ds4-server` binary adds flag parsing and model loading.
 
 pub mod anthropic;
-pub mod backend;
 pub mod error;
 pub mod jsonw;
 pub mod openai;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use ds4_engine::ds4::{demo, load, Ds4Tokenizer, LoadOptions};
 use ds4_engine::{Engine, EngineConfig, Model};
-use ds4_server::backend::{demo_model, Ds4Model, V4Tokenizer};
 use ds4_server::{router, AppState, ServerConfig, ALIAS_TARGETS};
 
 #[derive(Parser, Debug)]
@@ -133,12 +133,15 @@ fn run(args: Args) -> Result<(), String> {
     let aliases = parse_aliases(&args.alias)?;
     let ip = parse_host(&args.host)?;
     let ctx = usize::try_from(args.ctx).map_err(|_| "--ctx too large".to_string())?;
-    let tokenizer = Arc::new(V4Tokenizer::embedded());
+    let tokenizer = Arc::new(Ds4Tokenizer::embedded());
     let (model, demo): (Box<dyn Model>, bool) = match &args.model {
-        Some(p) => (Box::new(Ds4Model::load(p)?), false),
+        Some(p) => (
+            Box::new(load(p, &LoadOptions::default()).map_err(|e| e.to_string())?),
+            false,
+        ),
         None => {
             let t = std::time::Instant::now();
-            let m = demo_model()?;
+            let m = demo().map_err(|e| e.to_string())?;
             log!(
                 "ds4-server: built the demo model in {:.2} s",
                 t.elapsed().as_secs_f64()
