@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub demo: bool,
     /// Tool memory limits (ids, bytes); 0 ids disables exact DSML replay.
     pub tool_memory_max_ids: usize,
+    /// Log one line per finished request on stderr.
+    pub log_requests: bool,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
             trace: None,
             demo: false,
             tool_memory_max_ids: ds4_chat::replay::DEFAULT_MAX_IDS,
+            log_requests: false,
         }
     }
 }
@@ -693,6 +696,37 @@ pub fn engine_error(api: ApiKind, e: EngineError) -> ApiError {
     }
 }
 
+/// `MMDD HH:MM:SS ` (UTC) log prefix, as ds4's log lines.
+pub fn log_stamp() -> String {
+    log_stamp_at(now_secs().max(0) as u64)
+}
+
+/// [`log_stamp`] for a given Unix time.
+pub fn log_stamp_at(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!(
+        "{m:02}{d:02} {:02}:{:02}:{:02} ",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// One timestamped line on stderr.
+pub fn log_line(msg: &str) {
+    eprintln!("{}{msg}", log_stamp());
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -748,6 +782,17 @@ pub fn trace_begin(st: &AppState, p: &Prepared, route: &str) -> Option<u64> {
 
 /// Finish a trace record.
 pub fn trace_end(st: &AppState, k: Option<u64>, outcome: &Outcome) {
+    if st.cfg.log_requests {
+        let u = &outcome.usage;
+        log_line(&format!(
+            "request done: ctx={}..{} ({}) gen={} finish={:?}",
+            u.cached_tokens,
+            u.prompt_tokens,
+            outcome.source,
+            u.completion_tokens,
+            outcome.finish.as_ref().unwrap_or(&Finish::Eos)
+        ));
+    }
     let Some(k) = k else { return };
     let rec = format!(
         "--- cache decision ---\ncache_source={} prompt_tokens={} cached_tokens={}\n--- generated text ---\n{}\n--- finish ---\n{:?} completion_tokens={}\n===== end request {k} =====\n",
@@ -780,5 +825,17 @@ pub fn remember_tools(st: &AppState, blocks: &[(Vec<String>, String)]) {
         if !ids.is_empty() {
             mem.remember(ids, raw);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_stamp_matches_python_utc_strftime() {
+        // python3: datetime.fromtimestamp(t, timezone.utc).strftime('%m%d %H:%M:%S ')
+        assert_eq!(super::log_stamp_at(0), "0101 00:00:00 ");
+        assert_eq!(super::log_stamp_at(951_782_400), "0229 00:00:00 ");
+        assert_eq!(super::log_stamp_at(1_795_678_868), "1126 07:41:08 ");
+        assert_eq!(super::log_stamp_at(4_107_542_399), "0228 23:59:59 ");
     }
 }

@@ -63,33 +63,8 @@ struct Args {
     tool_memory_max_ids: u64,
 }
 
-/// `MMDD HH:MM:SS ` (UTC) log prefix.
-fn stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!(
-        "{m:02}{d:02} {:02}:{:02}:{:02} ",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 macro_rules! log {
-    ($($t:tt)*) => { eprintln!("{}{}", stamp(), format!($($t)*)) };
+    ($($t:tt)*) => { ds4_server::log_line(&format!($($t)*)) };
 }
 
 fn parse_aliases(list: &[String]) -> Result<Vec<(String, String)>, String> {
@@ -192,6 +167,7 @@ fn run(args: Args) -> Result<(), String> {
         } else {
             usize::try_from(args.tool_memory_max_ids).unwrap_or(usize::MAX)
         },
+        log_requests: true,
     };
     let state = AppState::new(engine.clone(), cfg).map_err(|e| format!("--trace: {e}"))?;
     let app = router(state);
