@@ -9,6 +9,7 @@
 //!   after it (up to the assistant marker, or up to `</tool_result>` when the
 //!   directive sits in a tool result), token by token, then EOS.
 //! * If it contains `LOOP:`, the model generates `tick ` forever.
+//! * Evaluating text that contains `EVAL_FAIL` fails (a model error).
 //! * Otherwise it generates 4..=19 pseudo-random lowercase letters chosen by a
 //!   hash of the context, then EOS.
 //!
@@ -245,6 +246,11 @@ impl Session for EchoSession {
             }
             self.tokens.push(t);
             self.text.extend_from_slice(&tok.token_bytes(t));
+        }
+        if rfind(&self.text, b"EVAL_FAIL").is_some() {
+            return Err(EngineError::Model(
+                "test double: EVAL_FAIL evaluated".into(),
+            ));
         }
         self.model.counters.evals.fetch_add(1, Ordering::SeqCst);
         self.model

@@ -155,3 +155,65 @@ fn disconnect_while_waiting_for_a_non_streaming_answer_frees_the_worker() {
     assert_eq!(h["jobs_cancelled"], 1, "{h}");
     assert!(h["steps_after_last_cancel"].as_u64().unwrap() <= 1, "{h}");
 }
+
+#[test]
+fn prefill_failure_before_and_after_sse_headers() {
+    // Short prompt (single chunk): the failure comes before any byte was
+    // sent, so it is a plain HTTP 500 in the API's shape.
+    let s = start(cfg(8192));
+    let body = json!({"model":"deepseek-chat","stream":true,"messages":[{"role":"user","content":"EVAL_FAIL"}]});
+    let r = post(s.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 500);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("EVAL_FAIL"));
+    // Long prompt in 16-token chunks: headers went out with the first
+    // keepalive, so the failure is an SSE error event.
+    let mut c = cfg(8192);
+    c.keepalive_interval = Duration::ZERO;
+    let s = start_with(c, 16);
+    let body = json!({"model":"deepseek-chat","stream":true,"messages":[{"role":"user","content":format!("{} EVAL_FAIL", "q".repeat(100))}]});
+    let r = post(s.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200);
+    let ev = sse_events(&r.text());
+    assert_eq!(ev[0].0, "comment");
+    let (name, data) = ev.last().unwrap();
+    assert_eq!(name, "error");
+    let j: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(j["error"]["type"], "server_error");
+    let body = json!({"model":"deepseek-chat","stream":true,"max_tokens":10,"messages":[{"role":"user","content":format!("{} EVAL_FAIL", "q".repeat(100))}]});
+    let r = post(s.addr, "/v1/messages", &body);
+    let (name, data) = sse_events(&r.text()).last().unwrap().clone();
+    assert_eq!(name, "error");
+    let j: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(j["type"], "error");
+    assert_eq!(j["error"]["type"], "api_error");
+    // The server keeps serving.
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:fine"}]}),
+    );
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "fine");
+}
+
+#[test]
+fn streaming_stop_sequence_is_never_sent() {
+    let s = start(cfg(4096));
+    let body = json!({"model":"deepseek-chat","stream":true,"stop":["STOP"],"messages":[{"role":"user","content":"ECHO:keep this STOP not this"}]});
+    let r = post(s.addr, "/v1/chat/completions", &body);
+    let text = r.text();
+    assert!(!text.contains("STO"), "{text}");
+    let ev = sse_json(&text);
+    let content: String = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "keep this ");
+    let fin = ev
+        .iter()
+        .find(|e| !e["choices"][0]["finish_reason"].is_null())
+        .unwrap();
+    assert_eq!(fin["choices"][0]["finish_reason"], "stop");
+}

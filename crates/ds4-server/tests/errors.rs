@@ -449,3 +449,17 @@ fn tool_results_must_answer_a_replayed_call() {
     assert_eq!(r.json()["output"][0]["content"][0]["text"], "done");
     still_serving(&s);
 }
+
+#[test]
+fn bodies_between_axum_default_and_our_limit_are_accepted() {
+    // 3 MiB is above axum's 2 MiB extractor default but below our 64 MiB:
+    // the request must reach the context check (400), not a size error.
+    let s = start(cfg(4096));
+    let big = json!({"messages":[{"role":"user","content":"w ".repeat(3 << 19)}]});
+    let j = assert_openai_error(
+        &post(s.addr, "/v1/chat/completions", &big),
+        400,
+        "Prompt has",
+    );
+    assert_eq!(j["error"]["code"], "context_length_exceeded");
+}
