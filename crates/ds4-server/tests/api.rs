@@ -642,3 +642,59 @@ fn responses_restore_namespaces_and_tool_search_calls() {
     let fin = &ev.last().unwrap()["response"]["output"];
     assert_eq!(fin[1]["type"], "tool_search_call");
 }
+
+#[test]
+fn anthropic_thinking_tool_round_trip_reuses_live_kv() {
+    let s = start(cfg(8192));
+    let user = format!("ECHO:Need the weather.</think>{}", call_script());
+    let first = json!({"max_tokens":500,"tools":anthropic_tools(),"messages":[{"role":"user","content":user}]});
+    let j1 = post(s.addr, "/v1/messages", &first).json();
+    assert_eq!(j1["stop_reason"], "tool_use");
+    let id = j1["content"][2]["id"].as_str().unwrap().to_string();
+    let second = json!({"max_tokens":500,"tools":anthropic_tools(),"messages":[
+        {"role":"user","content":user},
+        {"role":"assistant","content":j1["content"]},
+        {"role":"user","content":[{"type":"tool_result","tool_use_id":id,"content":"ECHO:ok.</think>Sunny."}]}]});
+    let j2 = post(s.addr, "/v1/messages", &second).json();
+    assert_eq!(j2["content"][1]["text"], "Sunny.", "{j2}");
+    let live = j1["usage"]["cache_creation_input_tokens"].as_u64().unwrap()
+        + j1["usage"]["output_tokens"].as_u64().unwrap();
+    assert_eq!(
+        j2["usage"]["cache_read_input_tokens"].as_u64().unwrap(),
+        live,
+        "{j2}"
+    );
+}
+
+#[test]
+fn responses_thinking_tool_round_trip_reuses_live_kv() {
+    let s = start(cfg(8192));
+    let rtools = json!([{"type":"function","name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"}}}}]);
+    let user = format!("ECHO:Need the weather.</think>{}", call_script());
+    let first = json!({"tools":rtools,"reasoning":{"summary":"auto"},"input":[{"role":"user","content":user}]});
+    let j1 = post(s.addr, "/v1/responses", &first).json();
+    let out = j1["output"].as_array().unwrap().clone();
+    assert_eq!(out.len(), 3, "{j1}");
+    let call_id = out[2]["call_id"].as_str().unwrap().to_string();
+    let mut input = vec![json!({"role":"user","content":user})];
+    input.extend(out);
+    input.push(
+        json!({"type":"function_call_output","call_id":call_id,"output":"ECHO:ok.</think>Sunny."}),
+    );
+    let j2 = post(
+        s.addr,
+        "/v1/responses",
+        &json!({"tools":rtools,"reasoning":{"summary":"auto"},"input":input}),
+    )
+    .json();
+    assert_eq!(j2["output"][1]["content"][0]["text"], "Sunny.", "{j2}");
+    let live = j1["usage"]["input_tokens"].as_u64().unwrap()
+        + j1["usage"]["output_tokens"].as_u64().unwrap();
+    assert_eq!(
+        j2["usage"]["input_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
+        live,
+        "{j2}"
+    );
+}
