@@ -20,13 +20,26 @@
 //! duplicate keys "last value, first position", `NaN`/`Infinity`) while the wire
 //! format needs the raw number spellings and every duplicate.
 //!
+//! Checked against the official encoder itself on random conversations
+//! (`tests/official_random.rs`, fixture from `tools/chat-oracle/gen_cases.py`):
+//! byte-identical prompts, and the parser recovers what the official
+//! `parse_message_from_completion_text` recovers from well-formed output.
+//!
 //! Deliberate differences from ds4-server (spec §2.2/§3.3), all toward the
 //! official format or toward losing no data:
 //! - prompts follow the official encoder (spec §2.1), not `render_chat_prompt_text`;
 //!   OpenAI `developer` messages are system messages; Anthropic tools map to the
 //!   function shape `{"name","description","parameters"}`;
+//! - `content: null` is empty text for every role (the official encoder writes
+//!   a null tool result as `None` and raises on a null user message);
+//!   content-part arrays are flattened by concatenating their text parts;
+//! - history tool-call arguments that are JSON but not an object are a request
+//!   error (the official encoder raises); non-string arguments render as one
+//!   JSON `arguments` parameter (as the official encoder does);
 //! - the parser parses DSML whether or not tools are active and never streams
-//!   DSML as text; text after the first `</think>` is answer text;
+//!   DSML as text; text after the first `</think>` is answer text; like the
+//!   official parser it does no entity decoding and keeps the content before
+//!   `"\n\n<｜DSML｜tool_calls>"` byte for byte;
 //! - a `string="false"` value that is not JSON is passed on as a JSON string
 //!   (with an [`Event::Warning`]) instead of turning the arguments into `{}`;
 //! - on a length cutoff inside reasoning, the reasoning stays reasoning.
