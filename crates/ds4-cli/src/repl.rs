@@ -235,6 +235,62 @@ impl Repl {
     }
 }
 
+const HISTORY_MAX: usize = 512;
+
+/// Reads one line with editing and history; `None` at EOF. Ctrl+C at the
+/// prompt is ignored (a new prompt is shown).
+fn read_line(
+    entries: &mut Vec<String>,
+    history: Option<&std::path::Path>,
+) -> Result<Option<String>> {
+    let rl_cfg = rustyline::Config::builder()
+        .max_history_size(HISTORY_MAX)
+        .map_err(|e| anyhow!("line editor: {e}"))?
+        .auto_add_history(false)
+        .build();
+    let mut rl =
+        rustyline::DefaultEditor::with_config(rl_cfg).map_err(|e| anyhow!("line editor: {e}"))?;
+    for e in entries.iter() {
+        let _ = rl.add_history_entry(e.as_str());
+    }
+    loop {
+        match rl.readline("ds4> ") {
+            Ok(line) => {
+                let entry = line.trim_end().to_string();
+                if !entry.trim().is_empty() && entries.last() != Some(&entry) {
+                    entries.push(entry);
+                    if entries.len() > HISTORY_MAX {
+                        entries.drain(..entries.len() - HISTORY_MAX);
+                    }
+                    if let Some(h) = history {
+                        let _ = save_history(h, entries);
+                    }
+                }
+                return Ok(Some(line));
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => return Ok(None),
+            Err(e) => return Err(anyhow!("reading input: {e}")),
+        }
+    }
+}
+
+/// Writes the history (one entry per line) through a temporary file.
+fn save_history(path: &std::path::Path, entries: &[String]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut text = entries
+        .iter()
+        .filter(|e| !e.contains('\n'))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.push('\n');
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// History file `$HOME/.ds4_history`.
 pub fn default_history() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
@@ -258,38 +314,27 @@ pub fn run(loaded: Loaded, cfg: ReplConfig) -> Result<()> {
         cfg,
         interrupt,
     };
-    let rl_cfg = rustyline::Config::builder()
-        .max_history_size(512)
-        .map_err(|e| anyhow!("line editor: {e}"))?
-        .auto_add_history(false)
-        .build();
-    let mut rl =
-        rustyline::DefaultEditor::with_config(rl_cfg).map_err(|e| anyhow!("line editor: {e}"))?;
+    // The line editor exists only while a line is read: rustyline replaces
+    // the SIGINT handler for its lifetime, and during a generation Ctrl+C
+    // must reach ours (which cancels the job).
+    let mut entries: Vec<String> = Vec::new();
     if let Some(h) = &history {
-        let _ = rl.load_history(h);
+        if let Ok(text) = std::fs::read_to_string(h) {
+            entries = text.lines().map(str::to_string).collect();
+        }
     }
     println!("{HELP}");
     let _ = std::io::stdout().flush();
     let result = loop {
-        match rl.readline("ds4> ") {
-            Ok(line) => {
-                let c = parse_line(&line);
-                if c != Command::Empty {
-                    let _ = rl.add_history_entry(line.trim_end());
-                    if let Some(h) = &history {
-                        let _ = rl.append_history(h);
-                    }
-                }
-                match repl.command(c) {
-                    Ok(true) => {}
-                    Ok(false) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-            }
-            // Ctrl+C at the prompt is ignored.
-            Err(ReadlineError::Interrupted) => continue,
-            Err(ReadlineError::Eof) => break Ok(()),
-            Err(e) => break Err(anyhow!("reading input: {e}")),
+        let line = match read_line(&mut entries, history.as_deref()) {
+            Ok(l) => l,
+            Err(e) => break Err(e),
+        };
+        let Some(line) = line else { break Ok(()) };
+        match repl.command(parse_line(&line)) {
+            Ok(true) => {}
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(e),
         }
     };
     repl.engine.shutdown();
