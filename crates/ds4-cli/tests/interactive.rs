@@ -82,6 +82,28 @@ fn commands_kv_reuse_ctx_read_and_history() {
     assert!(r4 > p3 && p4 > r4, "({p4}, {r4}) after ({p3}, {r3})");
     prompt(&mut s);
 
+    // Think Max applies once the context allows it; its prefix sits after
+    // BOS, so switching it on or off cannot reuse the live KV.
+    s.send_line("/ctx 400000").unwrap();
+    s.expect("Thinking mode: max").unwrap();
+    prompt(&mut s);
+    s.send_line("max turn").unwrap();
+    let (p5, r5) = turn_stats(&mut s);
+    assert_eq!(r5, 0);
+    assert!(p5 > p4 + 50, "Think Max prefix missing: {p5} vs {p4}");
+    prompt(&mut s);
+    s.send_line("another max turn").unwrap();
+    let (_, r6) = turn_stats(&mut s);
+    assert!(r6 > p5);
+    prompt(&mut s);
+    s.send_line("/think").unwrap();
+    s.expect("Thinking mode: high").unwrap();
+    prompt(&mut s);
+    s.send_line("back to high").unwrap();
+    let (_, r7) = turn_stats(&mut s);
+    assert_eq!(r7, 0, "the removed prefix must not be reused");
+    prompt(&mut s);
+
     s.send_line("/read missing.txt").unwrap();
     s.expect("cannot read missing.txt").unwrap();
     prompt(&mut s);
