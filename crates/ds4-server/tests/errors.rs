@@ -463,3 +463,80 @@ fn bodies_between_axum_default_and_our_limit_are_accepted() {
     );
     assert_eq!(j["error"]["code"], "context_length_exceeded");
 }
+
+/// xorshift for deterministic mutations.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[test]
+fn mutated_bodies_never_crash_or_500() {
+    let s = start(cfg(2048));
+    let seeds: Vec<(&str, String)> = vec![
+        ("/v1/chat/completions", json!({"model":"deepseek-chat","max_tokens":8,"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"messages":[{"role":"system","content":"s"},{"role":"user","content":"ECHO:hi"},{"role":"assistant","content":"a","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"x\":1}"}}]},{"role":"tool","tool_call_id":"call_1","content":"r"}]}).to_string()),
+        ("/v1/messages", json!({"model":"deepseek-chat","max_tokens":8,"system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":[{"type":"text","text":"ECHO:x"}]},{"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"s"},{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":[1,2]}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"ok"}]}]}]}).to_string()),
+        ("/v1/responses", json!({"model":"deepseek-chat","max_output_tokens":8,"instructions":"i","input":[{"role":"user","content":[{"type":"input_text","text":"ECHO:x"}]},{"type":"function_call","call_id":"c1","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c1","output":"o"}],"reasoning":{"effort":"low","summary":"auto"}}).to_string()),
+        ("/v1/completions", json!({"model":"deepseek-chat","prompt":"ECHO:x","max_tokens":8,"stop":["q"],"seed":3}).to_string()),
+    ];
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut statuses = std::collections::BTreeMap::new();
+    for round in 0..120 {
+        for (path, body) in &seeds {
+            let mut b = body.as_bytes().to_vec();
+            match next(&mut x) % 4 {
+                0 => b.truncate((next(&mut x) as usize) % b.len()),
+                1 => {
+                    for _ in 0..1 + next(&mut x) % 4 {
+                        let i = (next(&mut x) as usize) % b.len();
+                        b[i] = (next(&mut x) % 256) as u8;
+                    }
+                }
+                2 => {
+                    // Swap a JSON scalar for another type.
+                    let reps = [
+                        "null",
+                        "[]",
+                        "{}",
+                        "1e999",
+                        "-1",
+                        "\"\"",
+                        "true",
+                        "[[[[[]]]]]",
+                    ];
+                    let r = reps[(next(&mut x) as usize) % reps.len()];
+                    let text = String::from_utf8_lossy(&b).into_owned();
+                    let starts: Vec<usize> = text.match_indices(':').map(|(i, _)| i + 1).collect();
+                    let at = starts[(next(&mut x) as usize) % starts.len()];
+                    let end = text[at..]
+                        .find([',', '}', ']'])
+                        .map(|e| at + e)
+                        .unwrap_or(text.len());
+                    b = format!("{}{}{}", &text[..at], r, &text[end..]).into_bytes();
+                }
+                _ => {
+                    let i = (next(&mut x) as usize) % b.len();
+                    let j = (next(&mut x) as usize) % b.len();
+                    let (i, j) = (i.min(j), i.max(j));
+                    b.drain(i..j);
+                }
+            }
+            let r = raw_post(s.addr, path, &b);
+            assert!(
+                r.status == 200 || (400..500).contains(&r.status),
+                "round {round} {path}: {} {}",
+                r.status,
+                r.text()
+            );
+            if r.status != 200 {
+                let j = r.json();
+                assert!(j.get("error").is_some(), "{j}");
+            }
+            *statuses.entry(r.status).or_insert(0) += 1;
+        }
+    }
+    assert!(statuses.len() > 1, "{statuses:?}");
+    still_serving(&s);
+}
