@@ -80,3 +80,34 @@ fn bad_flags_exit_with_status_2() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
 }
+
+#[test]
+fn sigterm_ends_an_in_flight_stream_with_finish_error() {
+    use std::io::{BufRead, Read};
+    let b = bin::spawn(&["--ctx", "4096"]);
+    let body = json!({"model":"deepseek-chat","stream":true,"max_tokens":3000,"messages":[{"role":"user","content":"Tell me a long story"}]});
+    let (status, mut r) = open_stream(b.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200);
+    // Wait for generated content, then ask the server to stop.
+    let mut chunks = 0;
+    while chunks < 3 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.starts_with("data: ") && line.contains("\"content\"") {
+            chunks += 1;
+        }
+    }
+    let child_id = b.child.id();
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child_id.to_string())
+        .status();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains(r#""finish_reason":"error""#), "{rest}");
+    assert!(rest.contains("data: [DONE]"), "{rest}");
+    // One signal: a clean exit once the in-flight response is done (a
+    // second signal would exit at once with 130).
+    assert_eq!(b.wait(), Some(0));
+}

@@ -56,6 +56,13 @@ impl Bin {
     }
 }
 
+impl Bin {
+    /// Wait for the process to exit on its own; returns the exit status code.
+    pub fn wait(mut self) -> Option<i32> {
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
 impl Drop for Bin {
     fn drop(&mut self) {
         let _ = self.child.kill();
