@@ -657,30 +657,46 @@ fn validate_tool_results(api: ApiKind, req: &ChatRequest) -> Result<(), ApiError
     Ok(())
 }
 
-/// Spec §2.2 "thinking" binding: after a tool-less thinking turn that ends
-/// with EOS after `</think>`, the client replays the turn without its
-/// reasoning (`<｜Assistant｜></think>content<｜end▁of▁sentence｜>`). Remember
-/// that visible text so the next request continues the live KV (which keeps
-/// the hidden reasoning); the EOS is then prefilled as part of the new suffix.
+/// Spec §2.2 "thinking" binding, generalised. In thinking mode the client
+/// usually replays an assistant turn without its reasoning; the live KV keeps
+/// it. Remember the text the client will render so the next request
+/// continues the live KV (the closing EOS is then prefilled with the suffix):
+///
+/// * tool-less conversation, EOS after `</think>`: old reasoning is dropped
+///   by the renderer: `…<｜Assistant｜></think>content`;
+/// * tool context (tools declared or tool history), tool call or EOS: the
+///   turn renders as `…<｜Assistant｜><think></think>content<DSML block>`
+///   (exact sampled block through the tool memory).
+///
+/// Clients that do replay the reasoning match the live text itself
+/// (`memory-text`), so both kinds of client continue the KV.
 fn thinking_visible(p: &Prepared) -> Option<VisibleFn> {
-    if !p.mode.is_thinking() || p.tools_active || p.tool_history {
+    use ds4_chat::render::{THINK_END, THINK_START};
+    if !p.mode.is_thinking() {
         return None;
     }
-    let base = p
-        .prompt_text
-        .strip_suffix(ds4_chat::render::THINK_START)?
-        .to_string();
+    let tool_context = p.tools_active || p.tool_history;
+    let prompt = p.prompt_text.clone();
+    prompt.strip_suffix(THINK_START)?;
     Some(Box::new(move |text: &[u8], finish: &Finish| {
-        if *finish != Finish::Eos {
+        let ok = match finish {
+            Finish::Eos => true,
+            Finish::ToolCalls => tool_context,
+            _ => false,
+        };
+        if !ok {
             return None;
         }
-        let t = text
-            .strip_prefix(ds4_chat::render::THINK_START.as_bytes())
-            .unwrap_or(text);
-        let end = ds4_chat::render::THINK_END.as_bytes();
+        let t = text.strip_prefix(THINK_START.as_bytes()).unwrap_or(text);
+        let end = THINK_END.as_bytes();
         let pos = t.windows(end.len()).position(|w| w == end)?;
-        let content = std::str::from_utf8(&t[pos + end.len()..]).ok()?;
-        Some(format!("{base}{}{content}", ds4_chat::render::THINK_END))
+        let rest = std::str::from_utf8(&t[pos + end.len()..]).ok()?;
+        if tool_context {
+            Some(format!("{prompt}{THINK_END}{rest}"))
+        } else {
+            let base = prompt.strip_suffix(THINK_START)?;
+            Some(format!("{base}{THINK_END}{rest}"))
+        }
     }))
 }
 

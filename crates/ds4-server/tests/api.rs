@@ -698,3 +698,67 @@ fn responses_thinking_tool_round_trip_reuses_live_kv() {
         "{j2}"
     );
 }
+
+#[test]
+fn thinking_tool_turn_replayed_without_reasoning_reuses_live_kv() {
+    let s = start(cfg(8192));
+    let user = format!("ECHO:Private plan.</think>{}", call_script());
+    let j1 = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"tools":weather_tools(),"messages":[{"role":"user","content":user}]}),
+    )
+    .json();
+    let mut m1 = j1["choices"][0]["message"].clone();
+    assert_eq!(m1["reasoning_content"], "Private plan.");
+    // Most chat clients drop reasoning_content when they replay.
+    m1.as_object_mut().unwrap().remove("reasoning_content");
+    let id = m1["tool_calls"][0]["id"].as_str().unwrap().to_string();
+    let second = json!({"tools":weather_tools(),"messages":[
+        {"role":"user","content":user}, m1,
+        {"role":"tool","tool_call_id":id,"content":"ECHO:ok.</think>Sunny."}]});
+    let j2 = post(s.addr, "/v1/chat/completions", &second).json();
+    assert_eq!(j2["choices"][0]["message"]["content"], "Sunny.", "{j2}");
+    let live = j1["usage"]["prompt_tokens"].as_u64().unwrap()
+        + j1["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(
+        j2["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
+        live,
+        "{j2}"
+    );
+    // Responses without a reasoning summary: the client never saw the reasoning.
+    let s = start(cfg(8192));
+    let rtools = json!([{"type":"function","name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"}}}}]);
+    let j1 = post(
+        s.addr,
+        "/v1/responses",
+        &json!({"tools":rtools,"input":[{"role":"user","content":user}]}),
+    )
+    .json();
+    let out = j1["output"].as_array().unwrap().clone();
+    assert_eq!(out.len(), 2, "{j1}");
+    let call_id = out[1]["call_id"].as_str().unwrap().to_string();
+    let mut input = vec![json!({"role":"user","content":user})];
+    input.extend(out);
+    input.push(
+        json!({"type":"function_call_output","call_id":call_id,"output":"ECHO:ok.</think>Sunny."}),
+    );
+    let j2 = post(
+        s.addr,
+        "/v1/responses",
+        &json!({"tools":rtools,"input":input}),
+    )
+    .json();
+    assert_eq!(j2["output"][0]["content"][0]["text"], "Sunny.", "{j2}");
+    let live = j1["usage"]["input_tokens"].as_u64().unwrap()
+        + j1["usage"]["output_tokens"].as_u64().unwrap();
+    assert_eq!(
+        j2["usage"]["input_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
+        live,
+        "{j2}"
+    );
+}
