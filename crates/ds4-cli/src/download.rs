@@ -235,7 +235,13 @@ fn parse_content_range(v: &str) -> Option<ContentRange> {
 }
 
 fn agent() -> ureq::Agent {
+    // The system's trust store (what curl uses), so that TLS-inspecting
+    // proxies with a locally installed CA keep working.
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(120)))
