@@ -353,6 +353,7 @@ fn attempt(
             bail!("the server did not announce the file size for {url}; refusing to download")
         }
     };
+    check_free_space(part, total - start)?;
     let mut file = if start == 0 {
         File::create(part)
     } else {
@@ -376,6 +377,8 @@ fn attempt(
         None
     };
 
+    // Without a terminal, a line every 10%.
+    let mut next_report = if progress { u64::MAX } else { start };
     let mut reader = resp.body_mut().as_reader();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = start;
@@ -398,6 +401,15 @@ fn attempt(
         pos += keep as u64;
         if let Some(b) = &bar {
             b.set_position(pos);
+        }
+        if pos >= next_report {
+            eprintln!(
+                "ds4: {} of {} ({:.0}%)",
+                human(pos),
+                human(total),
+                100.0 * pos as f64 / total.max(1) as f64
+            );
+            next_report = pos + (total / 10).max(1);
         }
         if keep < n {
             overflow = true;
@@ -427,6 +439,40 @@ fn attempt(
             anyhow!(e).context(format!("transfer interrupted at {pos} of {total} bytes")),
         )),
     }
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path`'s directory.
+#[cfg(unix)]
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
+}
+
+#[cfg(not(unix))]
+fn free_space(_dir: &Path) -> Option<u64> {
+    None
+}
+
+/// Refuses to start a transfer that cannot fit on the disk.
+fn check_free_space(part: &Path, need: u64) -> Result<()> {
+    let dir = part.parent().unwrap_or(Path::new("."));
+    if let Some(free) = free_space(dir) {
+        if free < need {
+            bail!(
+                "not enough disk space in {}: {} more needed, {} free",
+                dir.display(),
+                human(need),
+                human(free)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Points `link_dir/ds4flash.gguf` at `target`, replacing an older link

@@ -417,3 +417,24 @@ fn output_dir_env_link_safety_and_usage() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("q2-imatrix"));
 }
+
+#[test]
+fn refuses_a_file_larger_than_the_free_disk_space() {
+    let home = tempfile::tempdir().unwrap();
+    let srv = serve(Behaviour {
+        body: Arc::new(content(1000, 7)),
+        path: file_path(Q2_FILE),
+        honour_range: true,
+        drops: vec![],
+        // Announce about 1 EiB.
+        extra_length: 1 << 60,
+        token: None,
+    });
+    let out = download(home.path(), srv.port, &["q2", "--retries", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not enough disk space"), "{err}");
+    let dir = home.path().join("gguf");
+    assert!(!dir.join(Q2_FILE).exists());
+    assert!(!dir.join(format!("{Q2_FILE}.part")).exists());
+}
