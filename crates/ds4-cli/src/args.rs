@@ -160,6 +160,9 @@ pub struct Cli {
     /// Token ids (comma- or whitespace-separated) for --dump-logits.
     #[arg(long = "prompt-tokens", value_name = "FILE")]
     pub prompt_tokens: Option<PathBuf>,
+    /// Score the raw text of FILE (first 32 tokens as context) and print its perplexity.
+    #[arg(long = "perplexity-file", value_name = "FILE", conflicts_with_all = ["prompt", "prompt_file"])]
+    pub perplexity_file: Option<PathBuf>,
     /// Numerics of the forward pass.
     #[arg(long = "numerics", value_enum, value_name = "MODE")]
     pub numerics: Option<NumericsArg>,

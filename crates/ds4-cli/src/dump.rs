@@ -262,6 +262,105 @@ pub fn dump_logprobs(
     Ok(steps)
 }
 
+/// Tokens of context before `--perplexity-file` starts scoring (ds4.c).
+pub const PERPLEXITY_PREFIX: usize = 32;
+
+/// Result of `--perplexity-file`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Perplexity {
+    pub tokens: usize,
+    pub scored: usize,
+    pub nll: f64,
+}
+
+impl Perplexity {
+    pub fn avg_nll(&self) -> f64 {
+        self.nll / self.scored as f64
+    }
+    pub fn ppl(&self) -> f64 {
+        self.avg_nll().exp()
+    }
+    /// ds4.c's output line.
+    pub fn line(&self) -> String {
+        format!(
+            "tokens={} scored={} nll={:.9} avg_nll={:.9} ppl={:.9}",
+            self.tokens,
+            self.scored,
+            self.nll,
+            self.avg_nll(),
+            self.ppl()
+        )
+    }
+}
+
+/// Log-probability of `id` under `logits` (f64 log-sum-exp over the finite logits).
+pub fn token_logprob(logits: &[f32], id: u32) -> Option<f64> {
+    let max = logits
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let v = *logits.get(id as usize)?;
+    if !max.is_finite() || !v.is_finite() {
+        return None;
+    }
+    let sum: f64 = logits
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|&x| (x as f64 - max as f64).exp())
+        .sum();
+    Some(v as f64 - (max as f64 + sum.ln()))
+}
+
+/// `--perplexity-file`: the text as plain BPE; the first
+/// [`PERPLEXITY_PREFIX`] tokens are context, the following ones (at most
+/// `max_tokens`, and what fits in `ctx`) are scored.
+pub fn perplexity(
+    model: &dyn Model,
+    tok: &Tokenizer,
+    text: &str,
+    ctx: usize,
+    max_tokens: usize,
+) -> Result<Perplexity> {
+    let ids = tok.encode_ordinary(text);
+    if ids.len() <= PERPLEXITY_PREFIX {
+        bail!(
+            "--perplexity-file needs more than {PERPLEXITY_PREFIX} tokens (the file has {})",
+            ids.len()
+        );
+    }
+    let scored = (ids.len() - PERPLEXITY_PREFIX)
+        .min(max_tokens)
+        .min(ctx.saturating_sub(PERPLEXITY_PREFIX));
+    if scored == 0 {
+        bail!("context too small for perplexity scoring");
+    }
+    let mut session = model
+        .new_session(ctx)
+        .map_err(|e| anyhow::anyhow!("creating a session: {e}"))?;
+    let mut logits = session
+        .eval(&ids[..PERPLEXITY_PREFIX], true)
+        .map_err(|e| anyhow::anyhow!("perplexity context failed: {e}"))?
+        .ok_or_else(|| anyhow::anyhow!("the model returned no logits"))?;
+    let mut nll = 0.0;
+    for j in 0..scored {
+        let i = PERPLEXITY_PREFIX + j;
+        let lp = token_logprob(&logits, ids[i])
+            .ok_or_else(|| anyhow::anyhow!("failed to score token {i}"))?;
+        nll -= lp;
+        if j + 1 < scored {
+            logits = session
+                .eval(&ids[i..i + 1], true)
+                .map_err(|e| anyhow::anyhow!("perplexity decode failed at token {i}: {e}"))?
+                .ok_or_else(|| anyhow::anyhow!("the model returned no logits"))?;
+        }
+    }
+    Ok(Perplexity {
+        tokens: ids.len(),
+        scored,
+        nll,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -360,6 +360,16 @@ fn run(cli: Cli) -> Result<(), Exit> {
         seed: cli.seed,
     };
 
+    if let Some(f) = &cli.perplexity_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))
+            .map_err(runtime)?;
+        let r = dump::perplexity(loaded.model.as_ref(), tok, &text, ctx, cli.tokens as usize)
+            .map_err(runtime)?;
+        println!("{}", r.line());
+        return Ok(());
+    }
+
     if let Some(out) = &cli.dump_logprobs {
         let Some(p) = &prompt else {
             return Err(usage_err(anyhow!(

@@ -435,3 +435,72 @@ fn inspect_and_usage_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk.gguf"));
 }
+
+#[test]
+fn perplexity_file_matches_a_batch_forward() {
+    let home = tempfile::tempdir().unwrap();
+    let model = tiny_model();
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(6);
+    std::fs::write(home.path().join("t.txt"), &text).unwrap();
+    let out = run_ok(ds4(home.path()).args([
+        "-m",
+        model.to_str().unwrap(),
+        "--perplexity-file",
+        "t.txt",
+        "-n",
+        "20",
+    ]));
+    let line = String::from_utf8(out.stdout).unwrap();
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing in {line}"))
+            .parse()
+            .unwrap()
+    };
+    let ids = Tokenizer::shared_v4().encode_ordinary(&text);
+    assert_eq!(field("tokens") as usize, ids.len());
+    assert_eq!(field("scored"), 20.0);
+    // Independent: one batch forward with every position's logits.
+    let m = ds4_model::load(ds4_model::Cpu, model, None).unwrap();
+    let mut s = m.session(ds4_model::Numerics::Official);
+    let n = 32 + 20;
+    let all = m.forward(&mut s, &ids[..n], ds4_model::Want::All).unwrap();
+    let vocab = m.cfg.vocab;
+    let mut nll = 0.0f64;
+    for i in 32..n {
+        let row = &all[(i - 1) * vocab..i * vocab];
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        nll -= row[ids[i] as usize] as f64 - lse;
+    }
+    assert!(
+        (field("nll") - nll).abs() <= 1e-4 * nll.abs(),
+        "{line} vs nll={nll}"
+    );
+    assert!((field("avg_nll") - nll / 20.0).abs() <= 1e-4 * nll.abs() / 20.0);
+    assert!((field("ppl").ln() - nll / 20.0).abs() <= 1e-4 * nll.abs() / 20.0);
+    // Too short a file, and -p together with it, are refused.
+    std::fs::write(home.path().join("short.txt"), "hi").unwrap();
+    let out = ds4(home.path())
+        .args([
+            "-m",
+            model.to_str().unwrap(),
+            "--perplexity-file",
+            "short.txt",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than 32 tokens"));
+    let out = ds4(home.path())
+        .args(["--perplexity-file", "t.txt", "-p", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
