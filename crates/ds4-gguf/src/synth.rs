@@ -37,18 +37,9 @@ pub enum VocabSource {
 }
 
 /// The 7 special strings ds4 looks up by name (spec §1.5), BOS and EOS first.
-pub const SPECIAL_TOKENS: [&str; 7] = [
-    "<｜begin▁of▁sentence｜>",
-    "<｜end▁of▁sentence｜>",
-    "<｜User｜>",
-    "<｜Assistant｜>",
-    "<think>",
-    "</think>",
-    "｜DSML｜",
-];
+pub const SPECIAL_TOKENS: [&str; 7] = crate::convert::tokenizer::REQUIRED_SPECIALS;
 
-/// Smallest placeholder vocabulary: 256 byte tokens + the 7 specials.
-pub const MIN_PLACEHOLDER_VOCAB: u32 = 263;
+pub use crate::convert::tokenizer::{byte_to_char, Vocab, MIN_PLACEHOLDER_VOCAB};
 
 /// Everything that defines a synthetic file. Every field is public and may be changed
 /// after taking a preset.
@@ -255,19 +246,8 @@ impl Plan {
     }
 }
 
-/// Token strings, types, merges and ids for the `tokenizer.ggml.*` keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Vocab {
-    pub tokens: Vec<String>,
-    pub token_types: Vec<i32>,
-    pub merges: Vec<String>,
-    pub bos_id: u32,
-    pub eos_id: u32,
-    pub pad_id: Option<u32>,
-}
-
 impl Vocab {
-    /// Build the vocabulary of a source.
+    /// Build the vocabulary of a source (written with [`Vocab::kvs`]).
     pub fn from_source(src: &VocabSource) -> Result<Vocab, SynthError> {
         match *src {
             VocabSource::RealV4 => {
@@ -276,106 +256,22 @@ impl Vocab {
                     tokens: d.tokens,
                     token_types: d.token_types,
                     merges: d.merges,
-                    bos_id: d.bos_id,
-                    eos_id: d.eos_id,
-                    pad_id: d.pad_id,
+                    bos: d.bos_id,
+                    eos: d.eos_id,
+                    pad: d.pad_id,
+                    add_bos: false,
+                    add_eos: false,
+                    chat_template: None,
+                    source: crate::convert::tokenizer::VocabSource::Tokenizer,
                 })
             }
-            VocabSource::Placeholder(n) => placeholder_vocab(n),
+            VocabSource::Placeholder(n) => crate::convert::tokenizer::placeholder(n).ok_or_else(|| {
+                SynthError::Config(format!(
+                    "placeholder vocabulary of {n} tokens is too small: it needs the 256 byte tokens and the 7 special strings ({MIN_PLACEHOLDER_VOCAB})"
+                ))
+            }),
         }
     }
-
-    /// The `tokenizer.ggml.*` records (llama.cpp's gpt2 tokenizer keys, spec §1.5).
-    pub fn metadata_kvs(&self) -> Vec<(String, Value)> {
-        let mut v = vec![
-            (
-                "tokenizer.ggml.model".to_string(),
-                Value::String("gpt2".into()),
-            ),
-            (
-                "tokenizer.ggml.pre".to_string(),
-                Value::String("joyai-llm".into()),
-            ),
-            (
-                "tokenizer.ggml.tokens".to_string(),
-                Value::string_array(self.tokens.clone()),
-            ),
-        ];
-        if self.token_types.len() == self.tokens.len() {
-            v.push((
-                "tokenizer.ggml.token_type".to_string(),
-                Value::i32_array(&self.token_types),
-            ));
-        }
-        v.push((
-            "tokenizer.ggml.merges".to_string(),
-            Value::string_array(self.merges.clone()),
-        ));
-        v.push((
-            "tokenizer.ggml.bos_token_id".into(),
-            Value::U32(self.bos_id),
-        ));
-        v.push((
-            "tokenizer.ggml.eos_token_id".into(),
-            Value::U32(self.eos_id),
-        ));
-        if let Some(p) = self.pad_id {
-            v.push(("tokenizer.ggml.padding_token_id".into(), Value::U32(p)));
-        }
-        v.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
-        v.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)));
-        v
-    }
-}
-
-/// GPT-2 byte-level code point of a byte (spec §1.5): 33..126, 161..172, 174..255 map
-/// to themselves, the other 68 bytes in increasing order to U+0100, U+0101, ...
-pub fn byte_to_char(b: u8) -> char {
-    let printable = |x: u8| (33..=126).contains(&x) || (161..=172).contains(&x) || x >= 174;
-    if printable(b) {
-        return b as char;
-    }
-    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
-    char::from_u32(0x100 + rank).unwrap_or('?')
-}
-
-fn placeholder_vocab(n: u32) -> Result<Vocab, SynthError> {
-    if n < MIN_PLACEHOLDER_VOCAB {
-        return Err(SynthError::Config(format!(
-            "placeholder vocabulary of {n} tokens is too small: it needs the 256 byte tokens and the 7 special strings ({MIN_PLACEHOLDER_VOCAB})"
-        )));
-    }
-    const CONTROL: i32 = 3;
-    const USER_DEFINED: i32 = 4;
-    const NORMAL: i32 = 1;
-    let mut tokens = Vec::with_capacity(n as usize);
-    let mut types = Vec::with_capacity(n as usize);
-    tokens.push(SPECIAL_TOKENS[0].to_string());
-    types.push(CONTROL);
-    tokens.push(SPECIAL_TOKENS[1].to_string());
-    types.push(CONTROL);
-    for b in 0..=255u8 {
-        tokens.push(byte_to_char(b).to_string());
-        types.push(NORMAL);
-    }
-    for s in &SPECIAL_TOKENS[2..] {
-        tokens.push(s.to_string());
-        types.push(USER_DEFINED);
-    }
-    let mut i = 0;
-    while tokens.len() < n as usize {
-        tokens.push(format!("<｜place▁holder▁no▁{i}｜>"));
-        types.push(USER_DEFINED);
-        i += 1;
-    }
-    Ok(Vocab {
-        tokens,
-        token_types: types,
-        merges: Vec::new(),
-        bos_id: 0,
-        eos_id: 1,
-        pad_id: Some(1),
-    })
 }
 
 fn check_blocks(specs: &[TensorSpec]) -> Result<(), SynthError> {
@@ -450,7 +346,7 @@ fn main_plan(cfg: &SynthConfig, vocab: Option<&Vocab>) -> Result<Plan, SynthErro
             model.vocab_size
         )));
     }
-    for (k, v) in vocab.metadata_kvs() {
+    for (k, v) in vocab.kvs() {
         w.add_kv(k, v);
     }
     synth_kvs(&mut w, cfg, cfg.recipe);

@@ -41,8 +41,8 @@ pub enum VocabSource {
     Placeholder,
 }
 
-/// The tokenizer records of a GGUF file.
-#[derive(Clone, Debug, PartialEq)]
+/// The tokenizer records of a GGUF file (the converter's and [`crate::synth`]'s).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vocab {
     pub tokens: Vec<String>,
     pub token_types: Vec<i32>,
@@ -57,7 +57,9 @@ pub struct Vocab {
 }
 
 impl Vocab {
-    /// The `tokenizer.*` key/value records, in writing order.
+    /// The `tokenizer.*` key/value records (llama.cpp's gpt2 tokenizer keys, spec §1.5),
+    /// in writing order. `token_type` is left out when it does not have one entry per
+    /// token; `padding_token_id` and `chat_template` only when set.
     pub fn kvs(&self) -> Vec<(String, Value)> {
         let mut v = vec![
             (
@@ -72,10 +74,14 @@ impl Vocab {
                 "tokenizer.ggml.tokens".to_string(),
                 Value::string_array(self.tokens.clone()),
             ),
-            (
+        ];
+        if self.token_types.len() == self.tokens.len() {
+            v.push((
                 "tokenizer.ggml.token_type".to_string(),
                 Value::i32_array(&self.token_types),
-            ),
+            ));
+        }
+        v.extend([
             (
                 "tokenizer.ggml.merges".to_string(),
                 Value::string_array(self.merges.clone()),
@@ -88,7 +94,7 @@ impl Vocab {
                 "tokenizer.ggml.eos_token_id".to_string(),
                 Value::U32(self.eos),
             ),
-        ];
+        ]);
         if let Some(p) = self.pad {
             v.push(("tokenizer.ggml.padding_token_id".to_string(), Value::U32(p)));
         }
@@ -112,14 +118,15 @@ impl Vocab {
     }
 }
 
-/// GPT-2 byte-level code point of a raw byte (spec §1.5).
+/// GPT-2 byte-level code point of a byte (spec §1.5): 33..126, 161..172, 174..255 map
+/// to themselves, the other 68 bytes in increasing order to U+0100, U+0101, ...
 pub fn byte_to_char(b: u8) -> char {
     let printable = |x: u8| (33..=126).contains(&x) || (161..=172).contains(&x) || x >= 174;
     if printable(b) {
         return b as char;
     }
-    let k = (0..b).filter(|&x| !printable(x)).count() as u32;
-    char::from_u32(0x100 + k).expect("valid code point")
+    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(0x100 + rank).unwrap_or('?')
 }
 
 /// Does an added token that is not flagged special still look like a control token
@@ -347,19 +354,34 @@ pub fn build_vocab(
     })
 }
 
+/// Smallest placeholder vocabulary: 256 byte tokens + the 7 specials.
+pub const MIN_PLACEHOLDER_VOCAB: u32 = REQUIRED_SPECIALS.len() as u32 + 256;
+
 /// A generated vocabulary of `vocab_size` tokens for tiny test models, laid out as
 /// [`crate::synth`] does: BOS (0), EOS (1), the 256 byte-level single-byte tokens
 /// (ids 2..257, in byte order), the other five special strings (258..262), then
 /// `<｜place▁holder▁no▁N｜>` fillers; no merges; padding = EOS.
 pub fn placeholder_vocab(vocab_size: u32) -> Result<Vocab, ConvertError> {
-    let need = REQUIRED_SPECIALS.len() + 256;
-    if (vocab_size as usize) < need {
-        return Err(tok_err(format!(
-            "vocab_size {vocab_size} is smaller than the tokenizer and too small for a placeholder vocabulary (needs at least {need}: 7 special tokens + 256 byte tokens)"
-        )));
+    placeholder(vocab_size).ok_or_else(|| {
+        tok_err(format!(
+            "vocab_size {vocab_size} is smaller than the tokenizer and too small for a placeholder vocabulary (needs at least {MIN_PLACEHOLDER_VOCAB}: 7 special tokens + 256 byte tokens)"
+        ))
+    })
+}
+
+/// The placeholder vocabulary of [`placeholder_vocab`] (shared with [`crate::synth`]);
+/// None when `vocab_size` is below [`MIN_PLACEHOLDER_VOCAB`].
+pub(crate) fn placeholder(vocab_size: u32) -> Option<Vocab> {
+    if vocab_size < MIN_PLACEHOLDER_VOCAB {
+        return None;
     }
-    let mut tokens: Vec<String> = vec![BOS.to_string(), EOS.to_string()];
-    let mut types = vec![token_type::CONTROL, token_type::CONTROL];
+    let n = vocab_size as usize;
+    let mut tokens: Vec<String> = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    for s in &REQUIRED_SPECIALS[..2] {
+        tokens.push(s.to_string());
+        types.push(token_type::CONTROL);
+    }
     for b in 0..=255u8 {
         tokens.push(byte_to_char(b).to_string());
         types.push(token_type::NORMAL);
@@ -368,11 +390,11 @@ pub fn placeholder_vocab(vocab_size: u32) -> Result<Vocab, ConvertError> {
         tokens.push(s.to_string());
         types.push(token_type::USER_DEFINED);
     }
-    for i in 0..vocab_size as usize - need {
+    for i in 0..n - MIN_PLACEHOLDER_VOCAB as usize {
         tokens.push(format!("<｜place▁holder▁no▁{i}｜>"));
         types.push(token_type::USER_DEFINED);
     }
-    Ok(Vocab {
+    Some(Vocab {
         tokens,
         token_types: types,
         merges: Vec::new(),
