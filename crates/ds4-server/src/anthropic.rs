@@ -12,7 +12,7 @@ use ds4_engine::{Finish, Usage};
 
 use crate::error::ApiKind;
 use crate::jsonw::J;
-use crate::openai::{end_cause, finish_reason, parse_output, parsed_finish};
+use crate::openai::{end_cause, finish_reason, parse_output, parsed_finish, ParsedStream};
 use crate::sse::{self, Projector};
 use crate::{
     check_auth, json_ok, prepare_chat, read_json, remember_tools, submit, trace_begin, ApiError,
@@ -217,6 +217,12 @@ impl MessagesStream {
             None => {}
         }
     }
+}
+
+impl ParsedStream for MessagesStream {
+    fn parser(&mut self) -> &mut OutputParser {
+        &mut self.parser
+    }
 
     fn frames(&mut self, evs: Vec<PEvent>, out: &mut Vec<String>) {
         for e in evs {
@@ -315,17 +321,11 @@ impl Projector for MessagesStream {
     }
 
     fn text(&mut self, s: &str) -> Vec<String> {
-        let evs = self.parser.push(s.as_bytes());
-        let mut out = Vec::new();
-        self.frames(evs, &mut out);
-        out
+        self.text_frames(s)
     }
 
     fn finish(&mut self, finish: &Finish, usage: &Usage) -> Vec<String> {
-        let evs = self.parser.finish_with(end_cause(finish));
-        let pf = parsed_finish(&evs, self.parser.message());
-        let mut out = Vec::new();
-        self.frames(evs, &mut out);
+        let (mut out, pf) = self.finish_frames(finish);
         self.close(&mut out);
         // Calls not streamed live are sent whole.
         let msg = self.parser.message().clone();

@@ -64,6 +64,31 @@ pub fn parsed_finish(events: &[PEvent], msg: &ParsedMessage) -> Option<FinishRea
         .or(msg.finish.as_ref().map(|f| f.0))
 }
 
+/// A stream encoder fed through the DSML output parser: `frames` turns parser events
+/// into the API's SSE frames; the provided methods drive the parser for
+/// [`Projector::text`] and [`Projector::finish`].
+pub trait ParsedStream {
+    fn parser(&mut self) -> &mut OutputParser;
+    fn frames(&mut self, evs: Vec<PEvent>, out: &mut Vec<String>);
+
+    /// Frames for newly generated text.
+    fn text_frames(&mut self, s: &str) -> Vec<String> {
+        let evs = self.parser().push(s.as_bytes());
+        let mut out = Vec::new();
+        self.frames(evs, &mut out);
+        out
+    }
+
+    /// Ends the parse: frames for its last events and the parser's finish reason.
+    fn finish_frames(&mut self, finish: &Finish) -> (Vec<String>, Option<FinishReason>) {
+        let evs = self.parser().finish_with(end_cause(finish));
+        let pf = parsed_finish(&evs, self.parser().message());
+        let mut out = Vec::new();
+        self.frames(evs, &mut out);
+        (out, pf)
+    }
+}
+
 pub fn usage_openai(u: &Usage) -> J {
     J::obj()
         .with("prompt_tokens", u.prompt_tokens)
@@ -235,8 +260,14 @@ impl ChatStream {
                 .to_json(),
         )
     }
+}
 
-    fn frames(&self, evs: Vec<PEvent>, out: &mut Vec<String>) {
+impl ParsedStream for ChatStream {
+    fn parser(&mut self) -> &mut OutputParser {
+        &mut self.parser
+    }
+
+    fn frames(&mut self, evs: Vec<PEvent>, out: &mut Vec<String>) {
         for e in evs {
             match e {
                 PEvent::ReasoningDelta(s) if !s.is_empty() => {
@@ -274,17 +305,11 @@ impl Projector for ChatStream {
     }
 
     fn text(&mut self, s: &str) -> Vec<String> {
-        let evs = self.parser.push(s.as_bytes());
-        let mut out = Vec::new();
-        self.frames(evs, &mut out);
-        out
+        self.text_frames(s)
     }
 
     fn finish(&mut self, finish: &Finish, usage: &Usage) -> Vec<String> {
-        let evs = self.parser.finish_with(end_cause(finish));
-        let pf = parsed_finish(&evs, self.parser.message());
-        let mut out = Vec::new();
-        self.frames(evs, &mut out);
+        let (mut out, pf) = self.finish_frames(finish);
         remember_tools(&self.st, &self.parser.message().raw_blocks);
         out.push(self.chunk(J::obj(), Some(finish_reason(finish, pf))));
         if self.include_usage {

@@ -13,7 +13,7 @@ use ds4_engine::{Finish, Usage};
 
 use crate::error::ApiKind;
 use crate::jsonw::J;
-use crate::openai::{end_cause, finish_reason, parse_output, parsed_finish};
+use crate::openai::{end_cause, finish_reason, parse_output, parsed_finish, ParsedStream};
 use crate::sse::{self, Projector};
 use crate::{
     check_auth, json_ok, now_secs, prepare_chat, random_hex, read_json, remember_tools, submit,
@@ -338,6 +338,12 @@ impl ResponsesStream {
         }
         out.push(sse::data(&j.to_json()));
     }
+}
+
+impl ParsedStream for ResponsesStream {
+    fn parser(&mut self) -> &mut OutputParser {
+        &mut self.parser
+    }
 
     fn frames(&mut self, evs: Vec<PEvent>, out: &mut Vec<String>) {
         for e in evs {
@@ -443,17 +449,11 @@ impl Projector for ResponsesStream {
     }
 
     fn text(&mut self, s: &str) -> Vec<String> {
-        let evs = self.parser.push(s.as_bytes());
-        let mut out = Vec::new();
-        self.frames(evs, &mut out);
-        out
+        self.text_frames(s)
     }
 
     fn finish(&mut self, finish: &Finish, usage: &Usage) -> Vec<String> {
-        let evs = self.parser.finish_with(end_cause(finish));
-        let pf = parsed_finish(&evs, self.parser.message());
-        let mut out = Vec::new();
-        self.frames(evs, &mut out);
+        let (mut out, pf) = self.finish_frames(finish);
         let msg = self.parser.message().clone();
         remember_tools(&self.st, &msg.raw_blocks);
         let fr = finish_reason(finish, pf);
