@@ -106,6 +106,22 @@ pub struct CompFrontier<B: Backend + ?Sized> {
     pub has_prev: bool,
 }
 
+impl<B: Backend + ?Sized> Clone for CompFrontier<B>
+where
+    B::Buf: Clone,
+{
+    fn clone(&self) -> Self {
+        CompFrontier {
+            kv: self.kv.clone(),
+            score: self.score.clone(),
+            ratio: self.ratio,
+            width: self.width,
+            overlap: self.overlap,
+            has_prev: self.has_prev,
+        }
+    }
+}
+
 /// Whole-op device interface.
 pub trait Backend: Send + Sync {
     type Buf: Send + Sync;

@@ -119,6 +119,33 @@ pub struct LayerState<B: Backend> {
     idx: Option<CompState<B>>,
 }
 
+impl<B: Backend> Clone for CompState<B>
+where
+    B::Buf: Clone,
+{
+    fn clone(&self) -> Self {
+        CompState {
+            front: self.front.clone(),
+            rows: self.rows.clone(),
+            n: self.n,
+        }
+    }
+}
+
+impl<B: Backend> Clone for LayerState<B>
+where
+    B::Buf: Clone,
+{
+    fn clone(&self) -> Self {
+        LayerState {
+            raw: self.raw.clone(),
+            raw_n: self.raw_n,
+            comp: self.comp.clone(),
+            idx: self.idx.clone(),
+        }
+    }
+}
+
 /// Decoding state of one sequence.
 pub struct Session<B: Backend> {
     pub numerics: Numerics,
@@ -130,6 +157,25 @@ pub struct Session<B: Backend> {
     mtp_pos: usize,
     /// Final HC state (before the output head) of the last processed token.
     last_hc: Option<B::Buf>,
+}
+
+/// A deep copy of the whole decoding state (snapshot / restore): the copy and
+/// the original continue independently and bit-identically.
+impl<B: Backend> Clone for Session<B>
+where
+    B::Buf: Clone,
+{
+    fn clone(&self) -> Self {
+        Session {
+            numerics: self.numerics,
+            cfg: self.cfg.clone(),
+            pos: self.pos,
+            layers: self.layers.clone(),
+            mtp_layer: self.mtp_layer.clone(),
+            mtp_pos: self.mtp_pos,
+            last_hc: self.last_hc.clone(),
+        }
+    }
 }
 
 /// Which logits rows a forward call returns.
