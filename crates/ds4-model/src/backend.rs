@@ -346,58 +346,93 @@ impl CpuMat {
         &self.t.bytes()[start..start + rb]
     }
 
-    /// `row_r(m) · x`: f32 weights with the crate's own dot (the same
-    /// summation order for every batch split), other types through ds4-quant's
-    /// SIMD kernels on the stored blocks (no dequantised copy).
+    /// `row_r(m) · x` for one weight row (already decoded when F32).
+    /// F32 weights use the crate's own dot (the same summation order for
+    /// every batch split); F16/BF16 the SIMD f32-activation kernels of
+    /// ds4-quant; block formats are decoded once per row into `scratch` and
+    /// dotted with ds4-quant's SIMD f32 kernel (f32 lanes flushed to f64
+    /// every 256 values), so a prefill batch decodes each row once.
     #[inline]
-    fn dot_row(&self, m: usize, r: usize, x: &[f32], scratch: &mut Vec<f32>) -> f32 {
-        if self.t.ty == ds4_quant::GgmlType::F32 {
-            return dot(self.row(m, r, scratch), x);
-        }
-        ds4_quant::kernels::vec_dot_f32(self.t.ty, self.row_bytes(m, r), x)
-    }
-
-    /// `y[r] = row_r(m) · x` for `r` in `r0..r0+y.len()`.
-    fn rows_dot(&self, m: usize, r0: usize, x: &[f32], y: &mut [f32]) {
-        let mut scratch = Vec::new();
-        for (i, yo) in y.iter_mut().enumerate() {
-            *yo = self.dot_row(m, r0 + i, x, &mut scratch);
-        }
-    }
-
-    /// `Y[t] = W_m X[t]` with `X: [n, cols]`, `Y: [n, rows]`.
-    fn apply(&self, m: usize, x: &[f32], n: usize) -> Vec<f32> {
-        let (rows, cols) = (self.rows, self.cols);
-        let mut yt = vec![0f32; rows * n]; // [rows, n]
-        let work = rows * cols * n;
-        let f = |(r, out): (usize, &mut [f32])| {
-            let mut scratch = Vec::new();
-            if self.t.ty == ds4_quant::GgmlType::F32 {
-                let row = self.row(m, r, &mut scratch);
-                for t in 0..n {
-                    out[t] = dot(row, &x[t * cols..(t + 1) * cols]);
-                }
-            } else {
-                // the same kernel call per token whatever the batch: chunked
-                // prefill and decode round identically
-                for t in 0..n {
-                    out[t] = self.dot_row(m, r, &x[t * cols..(t + 1) * cols], &mut scratch);
-                }
+    fn dot_decoded(&self, row: &[f32], raw: &[u8], x: &[f32]) -> f32 {
+        match self.t.ty {
+            ds4_quant::GgmlType::F32 => dot(row, x),
+            ds4_quant::GgmlType::F16 | ds4_quant::GgmlType::Bf16 => {
+                ds4_quant::kernels::vec_dot_f32(self.t.ty, raw, x)
             }
-        };
-        if work > 1 << 15 && rows >= 2 {
-            yt.par_chunks_mut(n).enumerate().for_each(f);
-        } else {
-            yt.chunks_mut(n).enumerate().for_each(f);
+            _ => ds4_quant::kernels::vec_dot_f32(ds4_quant::GgmlType::F32, f32_bytes(row), x),
         }
-        let mut y = vec![0f32; rows * n];
-        for r in 0..rows {
+    }
+
+    /// Decode row `r` of matrix `m` when the dot needs it (block formats and
+    /// unaligned F32); F16/BF16 are dotted straight from their bytes.
+    #[inline]
+    fn prep_row<'a>(&'a self, m: usize, r: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        match self.t.ty {
+            ds4_quant::GgmlType::F16 | ds4_quant::GgmlType::Bf16 => &[],
+            _ => self.row(m, r, scratch),
+        }
+    }
+
+    /// `out[t * n_rows + i] = row_{r0+i}(m) · xs[t]` for `n` tokens
+    /// `xs: [n, cols]` and the `n_rows = out.len() / n` rows from `r0`.
+    fn rows_tokens(&self, m: usize, r0: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+        let cols = self.cols;
+        let n_rows = out.len() / n.max(1);
+        let mut scratch = Vec::new();
+        for i in 0..n_rows {
+            let raw = self.row_bytes(m, r0 + i);
+            let row = self.prep_row(m, r0 + i, &mut scratch);
             for t in 0..n {
-                y[t * rows + r] = yt[r * n + t];
+                out[t * n_rows + i] = self.dot_decoded(row, raw, &xs[t * cols..(t + 1) * cols]);
+            }
+        }
+    }
+
+    /// `Y[t] = W_m X[t]` with `X: [n, cols]`, `Y: [n, rows]`: parallel over
+    /// chunks of output rows; each row is decoded once for all `n` tokens.
+    /// Every (row, token) value is the same kernel call whatever `n` is, so
+    /// chunked prefill and decode round identically.
+    fn apply(&self, m: usize, x: &[f32], n: usize) -> Vec<f32> {
+        let rows = self.rows;
+        let mut y = vec![0f32; rows * n];
+        if rows == 0 || n == 0 {
+            return y;
+        }
+        let work = rows * self.cols * n;
+        let threads = rayon::current_num_threads().max(1);
+        if work <= 1 << 15 || rows < 2 {
+            self.rows_tokens(m, 0, x, n, &mut y);
+            return y;
+        }
+        // ~8 chunks per thread for balance, at least 8 rows each
+        let chunk = rows.div_ceil(threads * 8).max(8);
+        if n == 1 {
+            y.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(c, out)| self.rows_tokens(m, c * chunk, x, 1, out));
+            return y;
+        }
+        // chunk-major scratch `[chunk][t][row]`, then scattered to `[t][rows]`
+        let mut tmp = vec![0f32; rows * n];
+        tmp.par_chunks_mut(chunk * n)
+            .enumerate()
+            .for_each(|(c, out)| self.rows_tokens(m, c * chunk, x, n, out));
+        for (c, blk) in tmp.chunks(chunk * n).enumerate() {
+            let nr = blk.len() / n;
+            for t in 0..n {
+                y[t * rows + c * chunk..t * rows + c * chunk + nr]
+                    .copy_from_slice(&blk[t * nr..(t + 1) * nr]);
             }
         }
         y
     }
+}
+
+/// The bytes of an f32 slice (native little-endian on every supported target).
+#[inline]
+fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: u8 has no alignment or validity requirements; same memory, 4x the length.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 fn rms_row(x: &mut [f32], w: Option<&[f32]>, eps: f32) {
@@ -583,11 +618,17 @@ impl Backend for Cpu {
         let out_g = w.rows / groups;
         let cols = w.cols;
         let mut y = vec![0f32; rows * w.rows];
+        // parallel over (token, group, row chunk): one chunk's rows share a group
+        let chunk = out_g
+            .div_ceil(rayon::current_num_threads().max(1) * 4)
+            .max(8);
         y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yt)| {
-            for g in 0..groups {
+            yt.par_chunks_mut(out_g).enumerate().for_each(|(g, yg)| {
                 let xg = &x[(t * groups + g) * cols..(t * groups + g + 1) * cols];
-                w.rows_dot(0, g * out_g, xg, &mut yt[g * out_g..(g + 1) * out_g]);
-            }
+                yg.par_chunks_mut(chunk)
+                    .enumerate()
+                    .for_each(|(c, out)| w.rows_tokens(0, g * out_g + c * chunk, xg, 1, out));
+            });
         });
         y
     }
@@ -973,24 +1014,47 @@ impl Backend for Cpu {
         limit: f32,
     ) -> Vec<f32> {
         let d = gate.cols;
-        let f = gate.rows;
         let k = routing.k;
         let t_n = x.len() / d;
-        let mut out = vec![0f32; t_n * d];
-        out.par_chunks_mut(d).enumerate().for_each(|(t, ot)| {
-            let xt = &x[t * d..(t + 1) * d];
-            let mut g = vec![0f32; f];
-            let mut u = vec![0f32; f];
-            let mut y = vec![0f32; d];
-            for i in 0..k {
-                let e = routing.experts[t * k + i] as usize;
-                gate.rows_dot(e, 0, xt, &mut g);
-                up.rows_dot(e, 0, xt, &mut u);
-                swiglu_inplace(&mut g, &u, limit, routing.weights[t * k + i]);
-                down.rows_dot(e, 0, &g, &mut y);
-                ot.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
+        // tokens of each selected expert (only selected experts are computed;
+        // each expert's rows are shared by all its tokens of the batch)
+        let mut by_e: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for s in 0..t_n * k {
+            by_e.entry(routing.experts[s] as usize).or_default().push(s);
+        }
+        // per (token, slot) expert outputs, summed per token in slot order below
+        let mut slots = vec![0f32; t_n * k * d];
+        for (&e, list) in &by_e {
+            let n = list.len();
+            let mut xe = Vec::with_capacity(n * d);
+            for &s in list {
+                let t = s / k;
+                xe.extend_from_slice(&x[t * d..(t + 1) * d]);
             }
-        });
+            let mut g = gate.apply(e, &xe, n);
+            let u = up.apply(e, &xe, n);
+            let f = gate.rows;
+            for (j, &s) in list.iter().enumerate() {
+                swiglu_inplace(
+                    &mut g[j * f..(j + 1) * f],
+                    &u[j * f..(j + 1) * f],
+                    limit,
+                    routing.weights[s],
+                );
+            }
+            let y = down.apply(e, &g, n);
+            for (j, &s) in list.iter().enumerate() {
+                slots[s * d..(s + 1) * d].copy_from_slice(&y[j * d..(j + 1) * d]);
+            }
+        }
+        let mut out = vec![0f32; t_n * d];
+        for t in 0..t_n {
+            let ot = &mut out[t * d..(t + 1) * d];
+            for i in 0..k {
+                let y = &slots[(t * k + i) * d..(t * k + i + 1) * d];
+                ot.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+            }
+        }
         out
     }
 
