@@ -12,7 +12,7 @@ use ds4_engine::{Finish, Usage};
 
 use crate::error::ApiKind;
 use crate::jsonw::J;
-use crate::openai::{end_cause, finish_reason, parse_output, parsed_finish, ParsedStream};
+use crate::openai::{finish_reason, parse_outcome, ParsedStream};
 use crate::sse::{self, Projector};
 use crate::{
     check_auth, json_ok, prepare_chat, read_json, remember_tools, submit, trace_begin, ApiError,
@@ -99,10 +99,8 @@ fn message_body(
     tools: bool,
     o: &Outcome,
 ) -> J {
-    let finish = o.finish.clone().unwrap_or(Finish::Eos);
-    let (events, msg) = parse_output(&o.text, thinking, tools, "toolu_", end_cause(&finish));
-    remember_tools(st, &msg.raw_blocks);
-    let sr = stop_reason(&finish, parsed_finish(&events, &msg));
+    let (finish, pf, msg) = parse_outcome(st, o, thinking, tools, "toolu_");
+    let sr = stop_reason(&finish, pf);
     let mut content = Vec::new();
     if !msg.reasoning.is_empty() {
         content.push(

@@ -116,16 +116,22 @@ pub fn openai_error_frame(msg: &str) -> String {
 }
 
 /// Parse a finished generation (non-streaming).
-pub fn parse_output(
-    text: &str,
+/// Parse a collected (non-streaming) outcome and remember its tool blocks: the engine's
+/// finish (Eos when absent), the parser's finish reason and the parsed message.
+pub fn parse_outcome(
+    st: &AppState,
+    o: &Outcome,
     thinking: bool,
     tools_active: bool,
     id_prefix: &str,
-    cause: EndCause,
-) -> (Vec<PEvent>, ParsedMessage) {
+) -> (Finish, Option<FinishReason>, ParsedMessage) {
+    let finish = o.finish.clone().unwrap_or(Finish::Eos);
     let mut opts = ParserOptions::new(thinking, tools_active);
     opts.id_prefix = id_prefix.to_string();
-    OutputParser::parse_all(opts, text.as_bytes(), cause)
+    let (events, msg) = OutputParser::parse_all(opts, o.text.as_bytes(), end_cause(&finish));
+    remember_tools(st, &msg.raw_blocks);
+    let pf = parsed_finish(&events, &msg);
+    (finish, pf, msg)
 }
 
 // ---------------------------------------------------------------- chat
@@ -192,10 +198,8 @@ fn chat_body(
     tools: bool,
     o: &Outcome,
 ) -> J {
-    let finish = o.finish.clone().unwrap_or(Finish::Eos);
-    let (events, msg) = parse_output(&o.text, thinking, tools, "call_", end_cause(&finish));
-    remember_tools(st, &msg.raw_blocks);
-    let fr = finish_reason(&finish, parsed_finish(&events, &msg));
+    let (finish, pf, msg) = parse_outcome(st, o, thinking, tools, "call_");
+    let fr = finish_reason(&finish, pf);
     let mut m = J::obj()
         .with("role", "assistant")
         .with("content", msg.content.as_str());

@@ -13,7 +13,7 @@ use ds4_engine::{Finish, Usage};
 
 use crate::error::ApiKind;
 use crate::jsonw::J;
-use crate::openai::{end_cause, finish_reason, parse_output, parsed_finish, ParsedStream};
+use crate::openai::{finish_reason, parse_outcome, ParsedStream};
 use crate::sse::{self, Projector};
 use crate::{
     check_auth, json_ok, now_secs, prepare_chat, random_hex, read_json, remember_tools, submit,
@@ -98,16 +98,8 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
         return Ok(sse::stream(st.clone(), &p, handle, Box::new(proj), trace).await);
     }
     let o = sse::collect(&st, &p, handle, trace).await?;
-    let finish = o.finish.clone().unwrap_or(Finish::Eos);
-    let (events, msg) = parse_output(
-        &o.text,
-        p.mode.is_thinking(),
-        p.tools_active,
-        "call_",
-        end_cause(&finish),
-    );
-    remember_tools(&st, &msg.raw_blocks);
-    let fr = finish_reason(&finish, parsed_finish(&events, &msg));
+    let (finish, pf, msg) = parse_outcome(&st, &o, p.mode.is_thinking(), p.tools_active, "call_");
+    let fr = finish_reason(&finish, pf);
     let mut output = Vec::new();
     let item_status = if fr == "length" || fr == "error" {
         "incomplete"
