@@ -213,6 +213,14 @@ pub struct EngineStats {
     pub state_bytes: AtomicUsize,
 }
 
+impl EngineStats {
+    /// Count a cancelled job that ran `steps` decode steps after its cancellation.
+    fn record_cancel(&self, steps: u64) {
+        self.jobs_cancelled.fetch_add(1, Ordering::SeqCst);
+        self.steps_after_last_cancel.store(steps, Ordering::SeqCst);
+    }
+}
+
 struct Inner {
     queue: Mutex<VecDeque<Job>>,
     cv: Condvar,
@@ -371,14 +379,7 @@ impl Worker {
                 continue;
             }
             if job.gone() {
-                self.inner
-                    .stats
-                    .jobs_cancelled
-                    .fetch_add(1, Ordering::SeqCst);
-                self.inner
-                    .stats
-                    .steps_after_last_cancel
-                    .store(0, Ordering::SeqCst);
+                self.inner.stats.record_cancel(0);
                 continue;
             }
             self.inner.stats.busy.store(true, Ordering::SeqCst);
@@ -658,10 +659,7 @@ impl Worker {
             ));
         }
         if finish == Finish::Cancelled {
-            stats.jobs_cancelled.fetch_add(1, Ordering::SeqCst);
-            stats
-                .steps_after_last_cancel
-                .store(cancel_seen_steps.unwrap_or(0), Ordering::SeqCst);
+            stats.record_cancel(cancel_seen_steps.unwrap_or(0));
         } else {
             stats.jobs_done.fetch_add(1, Ordering::SeqCst);
         }
@@ -673,14 +671,7 @@ impl Worker {
         // last logits are unknown, so it cannot be resumed; drop it.
         debug_assert!(pos <= eff.len());
         self.invalidate();
-        self.inner
-            .stats
-            .jobs_cancelled
-            .fetch_add(1, Ordering::SeqCst);
-        self.inner
-            .stats
-            .steps_after_last_cancel
-            .store(0, Ordering::SeqCst);
+        self.inner.stats.record_cancel(0);
     }
 }
 
