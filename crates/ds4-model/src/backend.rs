@@ -365,6 +365,16 @@ impl CpuMat {
                 // row of `x.len()` values (checked at bind).
                 unsafe { q8_0_dot_avx2(raw, x) }
             }
+            #[cfg(target_arch = "x86_64")]
+            ds4_quant::GgmlType::Q2K if q8_0_fused() => {
+                // SAFETY: as above, whole Q2_K blocks.
+                unsafe { q2_k_dot_avx2(raw, x) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            ds4_quant::GgmlType::Iq2Xxs if q8_0_fused() => {
+                // SAFETY: as above, whole IQ2_XXS blocks.
+                unsafe { iq2_xxs_dot_avx2(raw, x) }
+            }
             _ => ds4_quant::kernels::vec_dot_f32(ds4_quant::GgmlType::F32, f32_bytes(row), x),
         }
     }
@@ -375,7 +385,11 @@ impl CpuMat {
     fn prep_row<'a>(&'a self, m: usize, r: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
         match self.t.ty {
             ds4_quant::GgmlType::F16 | ds4_quant::GgmlType::Bf16 => &[],
-            ds4_quant::GgmlType::Q8_0 if q8_0_fused() => &[],
+            ds4_quant::GgmlType::Q8_0 | ds4_quant::GgmlType::Q2K | ds4_quant::GgmlType::Iq2Xxs
+                if q8_0_fused() =>
+            {
+                &[]
+            }
             _ => self.row(m, r, scratch),
         }
     }
@@ -494,6 +508,108 @@ unsafe fn q8_0_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
         let s2 = _mm256_add_pd(lo, hi);
         let s1 = _mm_add_pd(_mm256_castpd256_pd128(s2), _mm256_extractf128_pd::<1>(s2));
         total += _mm_cvtsd_f64(_mm_add_sd(s1, _mm_unpackhi_pd(s1, s1)));
+    }
+    total as f32
+}
+
+/// Horizontal f64 sum of 8 f32 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum_f64(s: std::arch::x86_64::__m256) -> f64 {
+    use std::arch::x86_64::*;
+    let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(s));
+    let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(s));
+    let s2 = _mm256_add_pd(lo, hi);
+    let s1 = _mm_add_pd(_mm256_castpd256_pd128(s2), _mm256_extractf128_pd::<1>(s2));
+    _mm_cvtsd_f64(_mm_add_sd(s1, _mm_unpackhi_pd(s1, s1)))
+}
+
+/// One Q2_K weight row · f32 activations, fused: each weight is
+/// `d·(s&15)·q − dmin·(s>>4)` in f32 as ds4-quant dequantises it, multiplied-
+/// added into f32 lanes flushed to f64 once per 256-value block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q2_k_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let nb = x.len() / 256;
+    debug_assert_eq!(row.len(), nb * 84);
+    let three = _mm256_set1_epi32(3);
+    let mut total = 0f64;
+    for b in 0..nb {
+        let blk = &row[b * 84..(b + 1) * 84];
+        let d = half::f16::from_bits(u16::from_le_bytes([blk[80], blk[81]])).to_f32();
+        let dmin = half::f16::from_bits(u16::from_le_bytes([blk[82], blk[83]])).to_f32();
+        let xb = x.as_ptr().add(b * 256);
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        for n in 0..2 {
+            for j in 0..4 {
+                let shift = _mm256_set1_epi32(2 * j as i32);
+                for h in 0..4 {
+                    let sc = blk[8 * n + 2 * j + h / 2];
+                    let dl = _mm256_set1_ps(d * (sc & 0xF) as f32);
+                    let ml = _mm256_set1_ps(dmin * (sc >> 4) as f32);
+                    let qb =
+                        _mm_loadl_epi64(blk.as_ptr().add(16 + 32 * n + 8 * h) as *const __m128i);
+                    let q =
+                        _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(qb), shift), three);
+                    let w = _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)), ml);
+                    let xv = _mm256_loadu_ps(xb.add(128 * n + 32 * j + 8 * h));
+                    if h % 2 == 0 {
+                        acc0 = _mm256_fmadd_ps(w, xv, acc0);
+                    } else {
+                        acc1 = _mm256_fmadd_ps(w, xv, acc1);
+                    }
+                }
+            }
+        }
+        total += hsum_f64(_mm256_add_ps(acc0, acc1));
+    }
+    total as f32
+}
+
+/// One IQ2_XXS weight row · f32 activations, fused: each weight is
+/// `±d·(0.5+s)·0.25·grid` in f32 as ds4-quant dequantises it, multiplied-added
+/// into f32 lanes flushed to f64 once per 256-value block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn iq2_xxs_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
+    use ds4_quant::tables::{IQ2XXS_GRID, KSIGNS_IQ2XS};
+    use std::arch::x86_64::*;
+    let nb = x.len() / 256;
+    debug_assert_eq!(row.len(), nb * 66);
+    let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let sign = _mm256_set1_epi32(i32::MIN);
+    let mut total = 0f64;
+    for b in 0..nb {
+        let blk = &row[b * 66..(b + 1) * 66];
+        let d = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+        let xb = x.as_ptr().add(b * 256);
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        for g in 0..8 {
+            let o = 2 + 8 * g;
+            let a1 = u32::from_le_bytes([blk[o + 4], blk[o + 5], blk[o + 6], blk[o + 7]]);
+            let db = _mm256_set1_ps(d * (0.5 + (a1 >> 28) as f32) * 0.25);
+            for k in 0..4 {
+                let grid = IQ2XXS_GRID[blk[o + k] as usize];
+                let signs = KSIGNS_IQ2XS[((a1 >> (7 * k)) & 0x7F) as usize];
+                let gv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(grid as i64)));
+                let v = _mm256_mul_ps(db, gv);
+                let neg = _mm256_cmpeq_epi32(
+                    _mm256_and_si256(_mm256_set1_epi32(signs as i32), bits),
+                    bits,
+                );
+                let w = _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_and_si256(neg, sign)));
+                let xv = _mm256_loadu_ps(xb.add(32 * g + 8 * k));
+                if k % 2 == 0 {
+                    acc0 = _mm256_fmadd_ps(w, xv, acc0);
+                } else {
+                    acc1 = _mm256_fmadd_ps(w, xv, acc1);
+                }
+            }
+        }
+        total += hsum_f64(_mm256_add_ps(acc0, acc1));
     }
     total as f32
 }
@@ -1187,6 +1303,60 @@ mod tests {
                 ((got - want) as f64).abs() <= 1e-6 * mag,
                 "{blocks} blocks: {got} vs {want} (Σ|wx| = {mag})"
             );
+        }
+    }
+
+    /// The fused Q2_K and IQ2_XXS dots agree with ds4-quant's reference.
+    #[test]
+    fn fused_q2_k_and_iq2_xxs_dots_match_reference() {
+        if !q8_0_fused() {
+            return;
+        }
+        let mut seed = 0x2545f4914f6cdd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for ty in [ds4_quant::GgmlType::Q2K, ds4_quant::GgmlType::Iq2Xxs] {
+            for blocks in [1usize, 3, 16] {
+                let n = blocks * 256;
+                let rb = ds4_quant::row_bytes(ty, n);
+                let mut row: Vec<u8> = (0..rb).map(|_| rnd() as u8).collect();
+                for b in 0..blocks {
+                    // finite scales: d (and dmin) as small positive f16s
+                    let (d_off, bsz) = if ty == ds4_quant::GgmlType::Q2K {
+                        (80, 84)
+                    } else {
+                        (0, 66)
+                    };
+                    for k in 0..if ty == ds4_quant::GgmlType::Q2K { 2 } else { 1 } {
+                        let h = ds4_quant::f32_to_f16(((rnd() % 1000) as f32 + 1.0) * 1e-4);
+                        let o = b * bsz + d_off + 2 * k;
+                        row[o..o + 2].copy_from_slice(&h.to_le_bytes());
+                    }
+                }
+                let x: Vec<f32> = (0..n)
+                    .map(|_| (rnd() % 20001) as f32 / 10000.0 - 1.0)
+                    .collect();
+                let want = ds4_quant::reference::vec_dot_f32(ty, &row, &x);
+                let mut w = vec![0f32; n];
+                ds4_quant::dequantize_row(ty, &row, &mut w).unwrap();
+                let mag: f64 = w.iter().zip(&x).map(|(a, b)| (a * b).abs() as f64).sum();
+                // SAFETY: AVX2 + FMA checked; whole blocks.
+                let got = unsafe {
+                    if ty == ds4_quant::GgmlType::Q2K {
+                        q2_k_dot_avx2(&row, &x)
+                    } else {
+                        iq2_xxs_dot_avx2(&row, &x)
+                    }
+                };
+                assert!(
+                    ((got - want) as f64).abs() <= 1e-6 * mag,
+                    "{ty} {blocks} blocks: {got} vs {want} (Σ|wx| = {mag})"
+                );
+            }
         }
     }
 }
