@@ -1208,27 +1208,34 @@ impl Backend for Cpu {
         for s in 0..t_n * k {
             by_e.entry(routing.experts[s] as usize).or_default().push(s);
         }
+        // experts in parallel (each also parallel over its rows when large)
+        let by_e: Vec<(usize, Vec<usize>)> = by_e.into_iter().collect();
+        let ys: Vec<Vec<f32>> = by_e
+            .par_iter()
+            .map(|(e, list)| {
+                let (e, n) = (*e, list.len());
+                let mut xe = Vec::with_capacity(n * d);
+                for &s in list {
+                    let t = s / k;
+                    xe.extend_from_slice(&x[t * d..(t + 1) * d]);
+                }
+                let mut g = gate.apply(e, &xe, n);
+                let u = up.apply(e, &xe, n);
+                let f = gate.rows;
+                for (j, &s) in list.iter().enumerate() {
+                    swiglu_inplace(
+                        &mut g[j * f..(j + 1) * f],
+                        &u[j * f..(j + 1) * f],
+                        limit,
+                        routing.weights[s],
+                    );
+                }
+                down.apply(e, &g, n)
+            })
+            .collect();
         // per (token, slot) expert outputs, summed per token in slot order below
         let mut slots = vec![0f32; t_n * k * d];
-        for (&e, list) in &by_e {
-            let n = list.len();
-            let mut xe = Vec::with_capacity(n * d);
-            for &s in list {
-                let t = s / k;
-                xe.extend_from_slice(&x[t * d..(t + 1) * d]);
-            }
-            let mut g = gate.apply(e, &xe, n);
-            let u = up.apply(e, &xe, n);
-            let f = gate.rows;
-            for (j, &s) in list.iter().enumerate() {
-                swiglu_inplace(
-                    &mut g[j * f..(j + 1) * f],
-                    &u[j * f..(j + 1) * f],
-                    limit,
-                    routing.weights[s],
-                );
-            }
-            let y = down.apply(e, &g, n);
+        for ((_, list), y) in by_e.iter().zip(&ys) {
             for (j, &s) in list.iter().enumerate() {
                 slots[s * d..(s + 1) * d].copy_from_slice(&y[j * d..(j + 1) * d]);
             }
