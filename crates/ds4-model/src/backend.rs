@@ -400,11 +400,26 @@ impl CpuMat {
         let cols = self.cols;
         let n_rows = out.len() / n.max(1);
         let mut scratch = Vec::new();
+        let x = |t: usize| &xs[t * cols..(t + 1) * cols];
         for i in 0..n_rows {
             let raw = self.row_bytes(m, r0 + i);
             let row = self.prep_row(m, r0 + i, &mut scratch);
-            for t in 0..n {
-                out[t * n_rows + i] = self.dot_decoded(row, raw, &xs[t * cols..(t + 1) * cols]);
+            let mut t = 0;
+            // fused block formats: each weight decoded once per 4 tokens
+            // (bit-identical to the one-token kernel)
+            while t + 4 <= n {
+                match fused4(self.t.ty, raw, [x(t), x(t + 1), x(t + 2), x(t + 3)]) {
+                    Some(v) => {
+                        for (k, val) in v.into_iter().enumerate() {
+                            out[(t + k) * n_rows + i] = val;
+                        }
+                        t += 4;
+                    }
+                    None => break,
+                }
+            }
+            for t in t..n {
+                out[t * n_rows + i] = self.dot_decoded(row, raw, x(t));
             }
         }
     }
@@ -468,50 +483,6 @@ fn q8_0_fused() -> bool {
     }
 }
 
-/// One Q8_0 weight row · f32 activations without a dequantised copy: each
-/// weight is `i8 · d` in f32 exactly as ds4-quant's dequantisation computes
-/// it, multiplied-added into f32 lanes that are flushed to an f64 sum every
-/// 256 values (8 blocks), like ds4-quant's f32 dot.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q8_0_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    debug_assert_eq!(row.len() / 34 * 32, x.len());
-    let nb = x.len() / 32;
-    let mut total = 0f64;
-    let mut b = 0;
-    while b < nb {
-        let end = (b + 8).min(nb);
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        while b < end {
-            let blk = row.as_ptr().add(b * 34);
-            let d = half::f16::from_bits(u16::from_le_bytes([*blk, *blk.add(1)])).to_f32();
-            let dv = _mm256_set1_ps(d);
-            let q = blk.add(2);
-            let xp = x.as_ptr().add(b * 32);
-            for g in 0..4 {
-                let qi = _mm_loadl_epi64(q.add(g * 8) as *const __m128i);
-                let w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qi)), dv);
-                let xv = _mm256_loadu_ps(xp.add(g * 8));
-                if g % 2 == 0 {
-                    acc0 = _mm256_fmadd_ps(w, xv, acc0);
-                } else {
-                    acc1 = _mm256_fmadd_ps(w, xv, acc1);
-                }
-            }
-            b += 1;
-        }
-        let s = _mm256_add_ps(acc0, acc1);
-        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(s));
-        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(s));
-        let s2 = _mm256_add_pd(lo, hi);
-        let s1 = _mm_add_pd(_mm256_castpd256_pd128(s2), _mm256_extractf128_pd::<1>(s2));
-        total += _mm_cvtsd_f64(_mm_add_sd(s1, _mm_unpackhi_pd(s1, s1)));
-    }
-    total as f32
-}
-
 /// Horizontal f64 sum of 8 f32 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -524,24 +495,82 @@ unsafe fn hsum_f64(s: std::arch::x86_64::__m256) -> f64 {
     _mm_cvtsd_f64(_mm_add_sd(s1, _mm_unpackhi_pd(s1, s1)))
 }
 
+/// One Q8_0 weight row · f32 activations without a dequantised copy: each
+/// weight is `i8 · d` in f32 exactly as ds4-quant's dequantisation computes
+/// it, multiplied-added into f32 lanes that are flushed to an f64 sum every
+/// 256 values (8 blocks), like ds4-quant's f32 dot.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_0_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
+    q8_0_dot_n::<1>(row, [x])[0]
+}
+
+/// [`q8_0_dot_avx2`] for `N` activation rows sharing each decoded weight:
+/// every token sees exactly the operations of the one-token call, so the
+/// results are bit-identical to it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_0_dot_n<const N: usize>(row: &[u8], xs: [&[f32]; N]) -> [f32; N] {
+    use std::arch::x86_64::*;
+    let len = xs[0].len();
+    debug_assert_eq!(row.len() / 34 * 32, len);
+    let nb = len / 32;
+    let mut total = [0f64; N];
+    let mut b = 0;
+    while b < nb {
+        let end = (b + 8).min(nb);
+        let mut acc0 = [_mm256_setzero_ps(); N];
+        let mut acc1 = [_mm256_setzero_ps(); N];
+        while b < end {
+            let blk = row.as_ptr().add(b * 34);
+            let d = half::f16::from_bits(u16::from_le_bytes([*blk, *blk.add(1)])).to_f32();
+            let dv = _mm256_set1_ps(d);
+            let q = blk.add(2);
+            for g in 0..4 {
+                let qi = _mm_loadl_epi64(q.add(g * 8) as *const __m128i);
+                let w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qi)), dv);
+                for t in 0..N {
+                    let xv = _mm256_loadu_ps(xs[t].as_ptr().add(b * 32 + g * 8));
+                    if g % 2 == 0 {
+                        acc0[t] = _mm256_fmadd_ps(w, xv, acc0[t]);
+                    } else {
+                        acc1[t] = _mm256_fmadd_ps(w, xv, acc1[t]);
+                    }
+                }
+            }
+            b += 1;
+        }
+        for t in 0..N {
+            total[t] += hsum_f64(_mm256_add_ps(acc0[t], acc1[t]));
+        }
+    }
+    total.map(|v| v as f32)
+}
+
 /// One Q2_K weight row · f32 activations, fused: each weight is
 /// `d·(s&15)·q − dmin·(s>>4)` in f32 as ds4-quant dequantises it, multiplied-
 /// added into f32 lanes flushed to f64 once per 256-value block.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn q2_k_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
+    q2_k_dot_n::<1>(row, [x])[0]
+}
+
+/// [`q2_k_dot_avx2`] for `N` activation rows (bit-identical per token).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q2_k_dot_n<const N: usize>(row: &[u8], xs: [&[f32]; N]) -> [f32; N] {
     use std::arch::x86_64::*;
-    let nb = x.len() / 256;
+    let nb = xs[0].len() / 256;
     debug_assert_eq!(row.len(), nb * 84);
     let three = _mm256_set1_epi32(3);
-    let mut total = 0f64;
+    let mut total = [0f64; N];
     for b in 0..nb {
         let blk = &row[b * 84..(b + 1) * 84];
         let d = half::f16::from_bits(u16::from_le_bytes([blk[80], blk[81]])).to_f32();
         let dmin = half::f16::from_bits(u16::from_le_bytes([blk[82], blk[83]])).to_f32();
-        let xb = x.as_ptr().add(b * 256);
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
+        let mut acc0 = [_mm256_setzero_ps(); N];
+        let mut acc1 = [_mm256_setzero_ps(); N];
         for n in 0..2 {
             for j in 0..4 {
                 let shift = _mm256_set1_epi32(2 * j as i32);
@@ -554,18 +583,23 @@ unsafe fn q2_k_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
                     let q =
                         _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(qb), shift), three);
                     let w = _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)), ml);
-                    let xv = _mm256_loadu_ps(xb.add(128 * n + 32 * j + 8 * h));
-                    if h % 2 == 0 {
-                        acc0 = _mm256_fmadd_ps(w, xv, acc0);
-                    } else {
-                        acc1 = _mm256_fmadd_ps(w, xv, acc1);
+                    let off = b * 256 + 128 * n + 32 * j + 8 * h;
+                    for t in 0..N {
+                        let xv = _mm256_loadu_ps(xs[t].as_ptr().add(off));
+                        if h % 2 == 0 {
+                            acc0[t] = _mm256_fmadd_ps(w, xv, acc0[t]);
+                        } else {
+                            acc1[t] = _mm256_fmadd_ps(w, xv, acc1[t]);
+                        }
                     }
                 }
             }
         }
-        total += hsum_f64(_mm256_add_ps(acc0, acc1));
+        for t in 0..N {
+            total[t] += hsum_f64(_mm256_add_ps(acc0[t], acc1[t]));
+        }
     }
-    total as f32
+    total.map(|v| v as f32)
 }
 
 /// One IQ2_XXS weight row · f32 activations, fused: each weight is
@@ -574,19 +608,25 @@ unsafe fn q2_k_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn iq2_xxs_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
+    iq2_xxs_dot_n::<1>(row, [x])[0]
+}
+
+/// [`iq2_xxs_dot_avx2`] for `N` activation rows (bit-identical per token).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn iq2_xxs_dot_n<const N: usize>(row: &[u8], xs: [&[f32]; N]) -> [f32; N] {
     use ds4_quant::tables::{IQ2XXS_GRID, KSIGNS_IQ2XS};
     use std::arch::x86_64::*;
-    let nb = x.len() / 256;
+    let nb = xs[0].len() / 256;
     debug_assert_eq!(row.len(), nb * 66);
     let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     let sign = _mm256_set1_epi32(i32::MIN);
-    let mut total = 0f64;
+    let mut total = [0f64; N];
     for b in 0..nb {
         let blk = &row[b * 66..(b + 1) * 66];
         let d = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
-        let xb = x.as_ptr().add(b * 256);
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
+        let mut acc0 = [_mm256_setzero_ps(); N];
+        let mut acc1 = [_mm256_setzero_ps(); N];
         for g in 0..8 {
             let o = 2 + 8 * g;
             let a1 = u32::from_le_bytes([blk[o + 4], blk[o + 5], blk[o + 6], blk[o + 7]]);
@@ -601,17 +641,42 @@ unsafe fn iq2_xxs_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
                     bits,
                 );
                 let w = _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_and_si256(neg, sign)));
-                let xv = _mm256_loadu_ps(xb.add(32 * g + 8 * k));
-                if k % 2 == 0 {
-                    acc0 = _mm256_fmadd_ps(w, xv, acc0);
-                } else {
-                    acc1 = _mm256_fmadd_ps(w, xv, acc1);
+                let off = b * 256 + 32 * g + 8 * k;
+                for t in 0..N {
+                    let xv = _mm256_loadu_ps(xs[t].as_ptr().add(off));
+                    if k % 2 == 0 {
+                        acc0[t] = _mm256_fmadd_ps(w, xv, acc0[t]);
+                    } else {
+                        acc1[t] = _mm256_fmadd_ps(w, xv, acc1[t]);
+                    }
                 }
             }
         }
-        total += hsum_f64(_mm256_add_ps(acc0, acc1));
+        for t in 0..N {
+            total[t] += hsum_f64(_mm256_add_ps(acc0[t], acc1[t]));
+        }
     }
-    total as f32
+    total.map(|v| v as f32)
+}
+
+/// Four tokens at once through the fused kernel of `ty`, if there is one.
+#[inline]
+fn fused4(ty: ds4_quant::GgmlType, raw: &[u8], xs: [&[f32]; 4]) -> Option<[f32; 4]> {
+    #[cfg(target_arch = "x86_64")]
+    if q8_0_fused() {
+        // SAFETY: AVX2 + FMA checked at run time; `raw` is a whole row of
+        // `xs[t].len()` values of `ty` (checked at bind).
+        unsafe {
+            return match ty {
+                ds4_quant::GgmlType::Q8_0 => Some(q8_0_dot_n::<4>(raw, xs)),
+                ds4_quant::GgmlType::Q2K => Some(q2_k_dot_n::<4>(raw, xs)),
+                ds4_quant::GgmlType::Iq2Xxs => Some(iq2_xxs_dot_n::<4>(raw, xs)),
+                _ => None,
+            };
+        }
+    }
+    let _ = (ty, raw, xs);
+    None
 }
 
 /// The bytes of an f32 slice (native little-endian on every supported target).
@@ -1363,6 +1428,52 @@ mod tests {
                     ((got - want) as f64).abs() <= 1e-6 * mag,
                     "{ty} {blocks} blocks: {got} vs {want} (Σ|wx| = {mag})"
                 );
+            }
+        }
+    }
+
+    /// The 4-token fused kernels give bit for bit the one-token results (so a
+    /// prefill batch and token-by-token decoding round identically).
+    #[test]
+    fn four_token_fused_dots_equal_one_token_dots() {
+        if !q8_0_fused() {
+            return;
+        }
+        let mut seed = 0x853c49e6748fea9bu64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (ty, d_offs, bsz) in [
+            (ds4_quant::GgmlType::Q8_0, &[0usize][..], 34usize),
+            (ds4_quant::GgmlType::Q2K, &[80, 82][..], 84),
+            (ds4_quant::GgmlType::Iq2Xxs, &[0][..], 66),
+        ] {
+            let n = 768;
+            let rb = ds4_quant::row_bytes(ty, n);
+            let mut row: Vec<u8> = (0..rb).map(|_| rnd() as u8).collect();
+            for b in 0..rb / bsz {
+                for &o in d_offs {
+                    let h = ds4_quant::f32_to_f16(((rnd() % 1000) as f32 + 1.0) * 1e-4);
+                    row[b * bsz + o..b * bsz + o + 2].copy_from_slice(&h.to_le_bytes());
+                }
+            }
+            let xs: Vec<Vec<f32>> = (0..4)
+                .map(|_| (0..n).map(|_| (rnd() % 20001) as f32 / 1e4 - 1.0).collect())
+                .collect();
+            let four = fused4(ty, &row, [&xs[0], &xs[1], &xs[2], &xs[3]]).unwrap();
+            for t in 0..4 {
+                // SAFETY: AVX2 + FMA checked; whole blocks.
+                let one = unsafe {
+                    match ty {
+                        ds4_quant::GgmlType::Q8_0 => q8_0_dot_avx2(&row, &xs[t]),
+                        ds4_quant::GgmlType::Q2K => q2_k_dot_avx2(&row, &xs[t]),
+                        _ => iq2_xxs_dot_avx2(&row, &xs[t]),
+                    }
+                };
+                assert_eq!(four[t].to_bits(), one.to_bits(), "{ty} token {t}");
             }
         }
     }
