@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use ds4_engine::ds4::{Ds4Model, Ds4Tokenizer, LoadOptions};
-use ds4_engine::{
-    Engine, EngineConfig, EngineError, Event, Finish, GenRequest, Model, SamplingParams, Session,
-    Usage,
-};
+use ds4_engine::{Engine, EngineConfig, Event, Finish, GenRequest, SamplingParams, Usage};
 
 use crate::printer::Printer;
 
@@ -23,21 +20,6 @@ pub struct Loaded {
     pub model: Arc<Ds4Model>,
     pub path: Option<PathBuf>,
     pub is_demo: bool,
-}
-
-/// [`Model`] over a shared [`Ds4Model`].
-struct SharedModel(Arc<Ds4Model>);
-
-impl Model for SharedModel {
-    fn vocab_size(&self) -> usize {
-        self.0.vocab_size()
-    }
-    fn new_session(&self, ctx: usize) -> Result<Box<dyn Session>, EngineError> {
-        self.0.new_session(ctx)
-    }
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
 }
 
 /// Runs `f` on a thread while a spinner with the elapsed time is shown on
@@ -128,7 +110,7 @@ pub fn start_engine(loaded: &Loaded, ctx: usize) -> Result<Engine> {
         prefill_chunk: 512,
     };
     Engine::start(
-        Box::new(SharedModel(loaded.model.clone())),
+        Box::new(loaded.model.as_ref().clone()),
         Arc::new(Ds4Tokenizer::embedded()),
         cfg,
     )

@@ -22,7 +22,9 @@ pub struct LoadOptions {
     pub mtp: Option<std::path::PathBuf>,
 }
 
-/// A loaded DeepSeek V4 Flash model on the CPU backend.
+/// A loaded DeepSeek V4 Flash model on the CPU backend. Cloning is cheap: the
+/// clones share the weights.
+#[derive(Clone)]
 pub struct Ds4Model {
     model: Arc<ds4_model::Model<Cpu>>,
     numerics: Numerics,
