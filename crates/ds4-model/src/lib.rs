@@ -33,5 +33,5 @@ pub mod weights;
 pub use backend::{Backend, Cpu};
 pub use config::{AttnKind, Config};
 pub use gguf::{dump_logits, load, GgufSource};
-pub use model::{state_values_per_token, Model, Numerics, Session, Want};
+pub use model::{state_values_per_token, Model, Numerics, SeqStep, Session, Want, DEFAULT_CTX};
 pub use weights::{MemSource, TensorData, TensorSource};

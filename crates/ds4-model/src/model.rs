@@ -1,11 +1,20 @@
 //! Weights bound to a backend, session state and the forward pass
 //! (spec/model.md §2–§7).
+//!
+//! [`Model::forward_batch`] runs one forward call over a batch of independent
+//! sequences: each brings its own [`Session`] (KV state preallocated at its
+//! context size), its own positions and its own number of tokens (a prefill
+//! chunk or one decode token), so continuous batching and speculative
+//! verification use the same call.
 
-use crate::backend::{Backend, CompFrontier, RopeTable, Visibility};
+use crate::backend::{Backend, CompGeom, CompVis, HashRoute, Pos, RopePos, RopeTable, Seq};
 use crate::config::{AttnKind, Config};
-use crate::weights::{expect, TensorData, TensorSource};
-use anyhow::{bail, Context, Result};
+use crate::weights::{expect, TensorSource};
+use anyhow::{bail, ensure, Context, Result};
 use ds4_quant::GgmlType;
+
+/// Context size of [`Model::session`] (use [`Model::session_ctx`] to choose).
+pub const DEFAULT_CTX: usize = 65536;
 
 /// Numerics of a session (spec §8, §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -40,9 +49,7 @@ struct CompW<B: Backend> {
     gate: B::Mat,
     ape: B::Buf,
     norm: B::Buf,
-    ratio: usize,
-    width: usize,
-    overlap: bool,
+    geom: CompGeom,
 }
 
 struct IdxW<B: Backend> {
@@ -70,7 +77,7 @@ struct Block<B: Backend> {
     ffn_norm: B::Buf,
     router: B::Mat,
     bias: Option<B::Buf>,
-    tid2eid: Option<TensorData>,
+    tid2eid: Option<B::Idx>,
     gate_exps: B::Mat,
     up_exps: B::Mat,
     down_exps: B::Mat,
@@ -99,51 +106,28 @@ pub struct Model<B: Backend> {
     out_norm: B::Buf,
     head: B::Mat,
     mtp: Option<Mtp<B>>,
-    rope_main: RopeTable,
-    rope_comp: RopeTable,
+    rope_main: B::Rope,
+    rope_comp: B::Rope,
 }
 
-/// Compressor state of one compressor: frontier plus its emitted rows.
+/// Compressor state of one compressor: the frontier ring (the last
+/// `ring_rows` token rows, indexed by position) and the emitted rows.
 pub struct CompState<B: Backend> {
-    front: CompFrontier<B>,
-    rows: B::Buf,
+    ring_kv: B::Buf,
+    ring_score: B::Buf,
+    rows: B::Kv,
     n: usize,
+    width: usize,
+    /// Bytes per stored value.
+    elem: usize,
 }
 
 /// Per-layer incremental state (spec §7.1).
 pub struct LayerState<B: Backend> {
-    /// Last `min(n, W)` raw kv rows, oldest first.
-    raw: B::Buf,
-    raw_n: usize,
+    /// Ring of the last `window` raw kv rows, row `p mod window` for position `p`.
+    raw: B::Kv,
     comp: Option<CompState<B>>,
     idx: Option<CompState<B>>,
-}
-
-impl<B: Backend> Clone for CompState<B>
-where
-    B::Buf: Clone,
-{
-    fn clone(&self) -> Self {
-        CompState {
-            front: self.front.clone(),
-            rows: self.rows.clone(),
-            n: self.n,
-        }
-    }
-}
-
-impl<B: Backend> Clone for LayerState<B>
-where
-    B::Buf: Clone,
-{
-    fn clone(&self) -> Self {
-        LayerState {
-            raw: self.raw.clone(),
-            raw_n: self.raw_n,
-            comp: self.comp.clone(),
-            idx: self.idx.clone(),
-        }
-    }
 }
 
 /// Decoding state of one sequence.
@@ -151,6 +135,7 @@ pub struct Session<B: Backend> {
     pub numerics: Numerics,
     /// The config of the model that created the session (checked on use).
     cfg: Config,
+    ctx: usize,
     pos: usize,
     layers: Vec<LayerState<B>>,
     mtp_layer: Option<LayerState<B>>,
@@ -159,31 +144,19 @@ pub struct Session<B: Backend> {
     last_hc: Option<B::Buf>,
 }
 
-/// A deep copy of the whole decoding state (snapshot / restore): the copy and
-/// the original continue independently and bit-identically.
-impl<B: Backend> Clone for Session<B>
-where
-    B::Buf: Clone,
-{
-    fn clone(&self) -> Self {
-        Session {
-            numerics: self.numerics,
-            cfg: self.cfg.clone(),
-            pos: self.pos,
-            layers: self.layers.clone(),
-            mtp_layer: self.mtp_layer.clone(),
-            mtp_pos: self.mtp_pos,
-            last_hc: self.last_hc.clone(),
-        }
-    }
-}
-
 /// Which logits rows a forward call returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Want {
     All,
     Last,
     None,
+}
+
+/// One sequence of a batched forward call.
+pub struct SeqStep<'a, B: Backend> {
+    pub session: &'a mut Session<B>,
+    pub ids: &'a [u32],
+    pub want: Want,
 }
 
 fn blk(l: usize, s: &str) -> String {
@@ -258,8 +231,8 @@ impl<B: Backend> Model<B> {
                 })
             }
         };
-        let rope_main = RopeTable::new(c, c.rope_theta, false);
-        let rope_comp = RopeTable::new(c, c.compress_rope_theta, true);
+        let rope_main = be.bind_rope(&RopeTable::new(c, c.rope_theta, false))?;
+        let rope_comp = be.bind_rope(&RopeTable::new(c, c.compress_rope_theta, true))?;
         Ok(Model {
             cfg,
             be,
@@ -278,80 +251,194 @@ impl<B: Backend> Model<B> {
         self.mtp.is_some()
     }
 
-    /// A fresh session (no tokens).
+    /// A fresh session with [`DEFAULT_CTX`] positions (panics if its state
+    /// cannot be allocated; [`Model::session_ctx`] returns the error).
     pub fn session(&self, numerics: Numerics) -> Session<B> {
-        let layers = self.blocks.iter().map(|b| self.layer_state(b)).collect();
-        let mtp_layer = self.mtp.as_ref().map(|m| self.layer_state(&m.block));
-        Session {
+        self.session_ctx(numerics, DEFAULT_CTX)
+            .expect("allocating a session")
+    }
+
+    /// A fresh session whose KV state is preallocated for `ctx` positions.
+    pub fn session_ctx(&self, numerics: Numerics, ctx: usize) -> Result<Session<B>> {
+        ensure!(ctx > 0, "a session needs a context of at least one token");
+        let half = numerics == Numerics::Official;
+        let layers = self
+            .blocks
+            .iter()
+            .map(|b| self.layer_state(b, ctx, half))
+            .collect::<Result<Vec<_>>>()?;
+        let mtp_layer = match &self.mtp {
+            Some(m) => Some(self.layer_state(&m.block, ctx, half)?),
+            None => None,
+        };
+        Ok(Session {
             numerics,
             cfg: self.cfg.clone(),
+            ctx,
             pos: 0,
             layers,
             mtp_layer,
             mtp_pos: 0,
             last_hc: None,
-        }
+        })
     }
 
-    fn layer_state(&self, b: &Block<B>) -> LayerState<B> {
-        let mk = |w: &CompW<B>| {
-            let in_w = if w.overlap { 2 * w.width } else { w.width };
-            let slots = if w.overlap { 2 * w.ratio } else { w.ratio };
-            CompState {
-                front: CompFrontier {
-                    kv: self.be.zeros(slots * in_w),
-                    score: self.be.zeros(slots * in_w),
-                    ratio: w.ratio,
-                    width: w.width,
-                    overlap: w.overlap,
-                    has_prev: false,
-                },
-                rows: self.be.zeros(0),
-                n: 0,
+    /// Bytes of KV state a session of `ctx` positions preallocates.
+    pub fn session_bytes(&self, numerics: Numerics, ctx: usize) -> usize {
+        let c = &self.cfg;
+        let el = self
+            .be
+            .kv_alloc(1, 1, numerics == Numerics::Official)
+            .map_or(4, |k| self.be.kv_bytes(&k).max(1));
+        let mut b = 0;
+        for l in 0..c.n_layers {
+            b += c.window * c.head_dim * el;
+            let r = c.compress_ratios[l];
+            if r == 0 {
+                continue;
             }
-        };
-        LayerState {
-            raw: self.be.zeros(0),
-            raw_n: 0,
-            comp: b.comp.as_ref().map(mk),
-            idx: b.idx.as_ref().map(|i| mk(&i.comp)),
+            let ov = if r == 4 { 2 } else { 1 };
+            b += (ctx / r + 1) * c.head_dim * el + 2 * ov * r * ov * c.head_dim * 4;
+            if r == 4 {
+                b += (ctx / 4 + 1) * c.idx_dim * el + 2 * 2 * 4 * 2 * c.idx_dim * 4;
+            }
         }
+        b
+    }
+
+    fn layer_state(&self, b: &Block<B>, ctx: usize, half: bool) -> Result<LayerState<B>> {
+        let c = &self.cfg;
+        let mk = |w: &CompW<B>| -> Result<CompState<B>> {
+            let g = w.geom;
+            let ring = g.ring_rows() * g.in_width();
+            let cap = ctx / g.ratio + 1;
+            let rows = self.be.kv_alloc(cap, g.width, half)?;
+            let elem = self.be.kv_bytes(&rows) / (cap * g.width);
+            Ok(CompState {
+                ring_kv: self.be.zeros(ring)?,
+                ring_score: self.be.zeros(ring)?,
+                rows,
+                n: 0,
+                width: g.width,
+                elem,
+            })
+        };
+        Ok(LayerState {
+            raw: self.be.kv_alloc(c.window, c.head_dim, half)?,
+            comp: b.comp.as_ref().map(mk).transpose()?,
+            idx: b.idx.as_ref().map(|i| mk(&i.comp)).transpose()?,
+        })
     }
 
     /// Run `ids` at positions `s.pos ..`; returns logits rows as requested
     /// (`[rows, vocab]` row-major).
     pub fn forward(&self, s: &mut Session<B>, ids: &[u32], want: Want) -> Result<Vec<f32>> {
+        let mut out = self.forward_batch(&mut [SeqStep {
+            session: s,
+            ids,
+            want,
+        }])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// One forward call over a batch of independent sequences (each at its
+    /// own position, with any number of tokens); returns each sequence's
+    /// logits rows as it asked. All sessions must share their numerics.
+    pub fn forward_batch(&self, batch: &mut [SeqStep<'_, B>]) -> Result<Vec<Vec<f32>>> {
         let c = &self.cfg;
-        if s.cfg != self.cfg {
-            bail!("the session was created by a model with a different config");
+        let be = &self.be;
+        let mut ids: Vec<u32> = Vec::new();
+        let mut positions: Vec<usize> = Vec::new();
+        let mut seqs: Vec<Seq> = Vec::with_capacity(batch.len());
+        let numerics = match batch.first() {
+            Some(s) => s.session.numerics,
+            None => return Ok(Vec::new()),
+        };
+        for st in batch.iter() {
+            let s = &st.session;
+            if s.cfg != self.cfg {
+                bail!("the session was created by a model with a different config");
+            }
+            if s.numerics != numerics {
+                bail!("all sequences of a batch must share their numerics");
+            }
+            if let Some(&bad) = st.ids.iter().find(|&&t| t as usize >= c.vocab) {
+                bail!("token id {bad} outside the vocabulary of {}", c.vocab);
+            }
+            if s.pos + st.ids.len() > s.ctx {
+                bail!(
+                    "context overflow: {} + {} tokens exceed the session's context of {}",
+                    s.pos,
+                    st.ids.len(),
+                    s.ctx
+                );
+            }
+            seqs.push(Seq {
+                row0: ids.len(),
+                n: st.ids.len(),
+                p0: s.pos,
+            });
+            ids.extend_from_slice(st.ids);
+            positions.extend(s.pos..s.pos + st.ids.len());
         }
         let t_n = ids.len();
         if t_n == 0 {
-            return Ok(Vec::new());
+            return Ok(batch.iter().map(|_| Vec::new()).collect());
         }
-        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab) {
-            bail!("token id {bad} outside the vocabulary of {}", c.vocab);
-        }
-        let positions: Vec<usize> = (s.pos..s.pos + t_n).collect();
-        let mut x = self.be.embed_hc(&self.embed, ids, c.n_hc)?;
+        let dids = be.upload_idx(&ids.iter().map(|&t| t as i32).collect::<Vec<_>>())?;
+        let dpos = be.upload_idx(&positions.iter().map(|&p| p as i32).collect::<Vec<_>>())?;
+        let pos = Pos {
+            host: &positions,
+            dev: &dpos,
+        };
+        let mut x = be.embed_hc(&self.embed, &dids, &ids, c.n_hc)?;
         for (l, b) in self.blocks.iter().enumerate() {
-            self.block_forward(b, &mut s.layers[l], &mut x, ids, &positions, s.numerics)
+            let mut states: Vec<&mut LayerState<B>> =
+                batch.iter_mut().map(|s| &mut s.session.layers[l]).collect();
+            self.block_forward(b, &mut states, &mut x, &dids, &pos, &seqs, numerics)
                 .with_context(|| format!("layer {l}"))?;
         }
-        s.pos += t_n;
         let hc = c.n_hc * c.dim;
-        s.last_hc = Some(self.be.slice_rows(&x, hc, t_n - 1, 1));
-        match want {
-            Want::None => Ok(Vec::new()),
-            Want::All => Ok(self.logits(&x, t_n)),
-            Want::Last => {
-                let last = self.be.slice_rows(&x, hc, t_n - 1, 1);
-                Ok(self.logits(&last, 1))
+        let mut rows: Vec<usize> = Vec::new();
+        for (st, sq) in batch.iter_mut().zip(&seqs) {
+            if sq.n == 0 {
+                continue;
+            }
+            st.session.pos += sq.n;
+            st.session.last_hc = Some(be.slice_rows(&x, hc, sq.row0 + sq.n - 1, 1)?);
+            match st.want {
+                Want::None => {}
+                Want::Last => rows.push(sq.row0 + sq.n - 1),
+                Want::All => rows.extend(sq.row0..sq.row0 + sq.n),
             }
         }
+        let mut out: Vec<Vec<f32>> = batch.iter().map(|_| Vec::new()).collect();
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let all: Vec<usize> = (0..t_n).collect();
+        let logits = if rows == all {
+            self.logits(&x, t_n)?
+        } else {
+            let g = be.gather_rows(&x, hc, &rows)?;
+            self.logits(&g, rows.len())?
+        };
+        let v = c.vocab;
+        let mut at = 0;
+        for ((st, sq), o) in batch.iter().zip(&seqs).zip(out.iter_mut()) {
+            let n = match st.want {
+                _ if sq.n == 0 => 0,
+                Want::None => 0,
+                Want::Last => 1,
+                Want::All => sq.n,
+            };
+            o.extend_from_slice(&logits[at * v..(at + n) * v]);
+            at += n;
+        }
+        Ok(out)
     }
 
-    fn logits(&self, x: &B::Buf, rows: usize) -> Vec<f32> {
+    fn logits(&self, x: &B::Buf, rows: usize) -> Result<Vec<f32>> {
         let c = &self.cfg;
         let mut y = self.be.hc_head(
             x,
@@ -360,84 +447,83 @@ impl<B: Backend> Model<B> {
             &self.out_hc.fn_,
             &self.out_hc.base,
             &self.out_hc.scale,
-        );
+        )?;
         self.be
-            .rms_norm(&mut y, c.dim, Some(&self.out_norm), c.rms_eps);
-        self.be.download(&self.be.matmul(&self.head, &y, rows))
+            .rms_norm(&mut y, c.dim, Some(&self.out_norm), c.rms_eps)?;
+        self.be.download(&self.be.matmul(&self.head, &y, rows)?)
     }
 
-    /// One transformer layer over a chunk (spec §2.4, §5.1 step 2).
+    /// One transformer layer over a batch (spec §2.4, §5.1 step 2).
+    #[allow(clippy::too_many_arguments)]
     fn block_forward(
         &self,
         b: &Block<B>,
-        st: &mut LayerState<B>,
+        sts: &mut [&mut LayerState<B>],
         x: &mut B::Buf,
-        ids: &[u32],
-        pos: &[usize],
+        ids: &B::Idx,
+        pos: &Pos<'_, B>,
+        seqs: &[Seq],
         num: Numerics,
     ) -> Result<()> {
         let c = &self.cfg;
         let be = &self.be;
-        let t_n = ids.len();
+        let t_n = pos.host.len();
         let (mut y, post, comb) =
-            be.hc_pre(x, t_n, c, &b.hc_attn.fn_, &b.hc_attn.base, &b.hc_attn.scale);
-        be.rms_norm(&mut y, c.dim, Some(&b.attn_norm), c.rms_eps);
-        let a = self.attention(b, st, &y, pos, num)?;
-        be.hc_post(x, &a, &post, &comb, c);
+            be.hc_pre(x, t_n, c, &b.hc_attn.fn_, &b.hc_attn.base, &b.hc_attn.scale)?;
+        be.rms_norm(&mut y, c.dim, Some(&b.attn_norm), c.rms_eps)?;
+        let a = self.attention(b, sts, &y, pos, seqs, num)?;
+        be.hc_post(x, &a, &post, &comb, c)?;
         let (mut y, post, comb) =
-            be.hc_pre(x, t_n, c, &b.hc_ffn.fn_, &b.hc_ffn.base, &b.hc_ffn.scale);
-        be.rms_norm(&mut y, c.dim, Some(&b.ffn_norm), c.rms_eps);
-        let f = self.moe(b, &y, ids)?;
-        be.hc_post(x, &f, &post, &comb, c);
+            be.hc_pre(x, t_n, c, &b.hc_ffn.fn_, &b.hc_ffn.base, &b.hc_ffn.scale)?;
+        be.rms_norm(&mut y, c.dim, Some(&b.ffn_norm), c.rms_eps)?;
+        let f = self.moe(b, &y, t_n, ids)?;
+        be.hc_post(x, &f, &post, &comb, c)?;
         Ok(())
     }
 
-    fn moe(&self, b: &Block<B>, r: &B::Buf, ids: &[u32]) -> Result<B::Buf> {
+    fn moe(&self, b: &Block<B>, r: &B::Buf, t_n: usize, ids: &B::Idx) -> Result<B::Buf> {
         let c = &self.cfg;
         let be = &self.be;
-        let t_n = ids.len();
-        let logits = be.matmul(&b.router, r, t_n);
-        let hash: Option<Vec<i32>> = match &b.tid2eid {
-            None => None,
-            Some(t) => {
-                let k = c.n_experts_used;
-                let bytes = t.bytes();
-                let mut v = Vec::with_capacity(t_n * k);
-                for &id in ids {
-                    let o = id as usize * k * 4;
-                    for j in 0..k {
-                        let q = &bytes[o + 4 * j..o + 4 * j + 4];
-                        v.push(i32::from_le_bytes([q[0], q[1], q[2], q[3]]));
-                    }
-                }
-                Some(v)
-            }
-        };
+        let logits = be.matmul(&b.router, r, t_n)?;
+        let hash = b
+            .tid2eid
+            .as_ref()
+            .map(|table| HashRoute { table, tokens: ids });
         let routing = be.route(
             &logits,
+            t_n,
             c.n_experts,
             c.n_experts_used,
             b.bias.as_ref(),
-            hash.as_deref(),
+            hash,
             c.routed_scale,
         )?;
-        let mut out = be.moe(r, &routing, &b.gate_exps, &b.up_exps, &b.down_exps, b.limit);
-        let sh = be.swiglu_ffn(r, t_n, &b.gate_sh, &b.up_sh, &b.down_sh, b.limit);
-        be.add(&mut out, &sh);
+        let mut out = be.moe(
+            r,
+            t_n,
+            &routing,
+            &b.gate_exps,
+            &b.up_exps,
+            &b.down_exps,
+            b.limit,
+        )?;
+        let sh = be.swiglu_ffn(r, t_n, &b.gate_sh, &b.up_sh, &b.down_sh, b.limit)?;
+        be.add(&mut out, &sh)?;
         Ok(out)
     }
 
     fn attention(
         &self,
         b: &Block<B>,
-        st: &mut LayerState<B>,
+        sts: &mut [&mut LayerState<B>],
         x: &B::Buf,
-        pos: &[usize],
+        pos: &Pos<'_, B>,
+        seqs: &[Seq],
         num: Numerics,
     ) -> Result<B::Buf> {
         let c = &self.cfg;
         let be = &self.be;
-        let t_n = pos.len();
+        let t_n = pos.host.len();
         let (h, hd) = (c.n_heads, c.head_dim);
         let official = num == Numerics::Official;
         let table = if b.kind == AttnKind::Swa {
@@ -446,170 +532,187 @@ impl<B: Backend> Model<B> {
             &self.rope_comp
         };
         // query path
-        let mut qlat = be.matmul(&b.q_a, x, t_n);
-        be.rms_norm(&mut qlat, c.q_lora, Some(&b.q_a_norm), c.rms_eps);
-        let mut q = be.matmul(&b.q_b, &qlat, t_n);
-        be.rms_norm(&mut q, hd, None, c.rms_eps);
-        be.rope(&mut q, h, hd, pos, table, false, official);
+        let mut qlat = be.matmul(&b.q_a, x, t_n)?;
+        be.rms_norm(&mut qlat, c.q_lora, Some(&b.q_a_norm), c.rms_eps)?;
+        let mut q = be.matmul(&b.q_b, &qlat, t_n)?;
+        be.rms_norm(&mut q, hd, None, c.rms_eps)?;
+        be.rope(&mut q, h, hd, RopePos::Tokens(pos), table, false, official)?;
         // kv path
-        let mut kv = be.matmul(&b.kv, x, t_n);
-        be.rms_norm(&mut kv, hd, Some(&b.kv_norm), c.rms_eps);
-        be.rope(&mut kv, 1, hd, pos, table, false, official);
+        let mut kv = be.matmul(&b.kv, x, t_n)?;
+        be.rms_norm(&mut kv, hd, Some(&b.kv_norm), c.rms_eps)?;
+        be.rope(&mut kv, 1, hd, RopePos::Tokens(pos), table, false, official)?;
         if official {
-            be.fp8_sim(&mut kv, hd, c.nope_dim());
-            be.f16_round(&mut kv);
+            be.fp8_sim(&mut kv, hd, c.nope_dim())?;
+            be.f16_round(&mut kv)?;
         }
-        // raw staging: previous window rows followed by this chunk's rows
-        let raw_start = pos[0] - st.raw_n;
-        let mut staging = std::mem::replace(&mut st.raw, be.zeros(0));
-        be.append(&mut staging, &kv);
-        let n_stage = st.raw_n + t_n;
-
         // compressor rows emitted within this chunk
-        if let (Some(w), Some(cs)) = (&b.comp, st.comp.as_mut()) {
-            let (mut rows, n) = self.feed_compressor_rope(w, cs, x, pos, hd, official);
-            if n > 0 {
-                if official {
-                    be.fp8_sim(&mut rows, hd, c.nope_dim());
-                    be.f16_round(&mut rows);
+        if let Some(w) = &b.comp {
+            let (ckv, csc) = self.compressor_inputs(w, x, pos)?;
+            for (st, &sq) in sts.iter_mut().zip(seqs) {
+                let cs = st
+                    .comp
+                    .as_mut()
+                    .context("layer state lacks its compressor")?;
+                if let Some(mut rows) = self.compress_rows(w, cs, &ckv, &csc, sq, hd, official)? {
+                    if official {
+                        be.fp8_sim(&mut rows, hd, c.nope_dim())?;
+                        be.f16_round(&mut rows)?;
+                    }
+                    let (_, count) = w.geom.emitted(sq);
+                    be.kv_write(&mut cs.rows, cs.n, &rows, 0, count, false)?;
+                    cs.n += count;
                 }
-                be.append(&mut cs.rows, &rows);
-                cs.n += n;
             }
         }
-        // indexer
-        let mut selected: Option<Vec<Vec<u32>>> = None;
-        if let (Some(iw), Some(is)) = (&b.idx, st.idx.as_mut()) {
+        // indexer: its compressor always runs; scoring only where it prunes
+        let mut selections: Vec<Option<B::Idx>> = seqs.iter().map(|_| None).collect();
+        if let Some(iw) = &b.idx {
             let di = c.idx_dim;
-            let (mut rows, n) = self.feed_compressor_rope(&iw.comp, is, x, pos, di, official);
-            if n > 0 {
-                if official {
-                    be.hadamard_fp4(&mut rows, di);
-                    // ds4.c stores indexer rows rounded to f16 too (kv_cache_push_comp)
-                    be.f16_round(&mut rows);
+            let (ikv, isc) = self.compressor_inputs(&iw.comp, x, pos)?;
+            let mut prunes = vec![false; seqs.len()];
+            for (i, (st, &sq)) in sts.iter_mut().zip(seqs).enumerate() {
+                let is = st.idx.as_mut().context("layer state lacks its indexer")?;
+                if let Some(mut rows) =
+                    self.compress_rows(&iw.comp, is, &ikv, &isc, sq, di, official)?
+                {
+                    if official {
+                        be.hadamard_fp4(&mut rows, di)?;
+                        // ds4.c stores indexer rows rounded to f16 too (kv_cache_push_comp)
+                        be.f16_round(&mut rows)?;
+                    }
+                    let (_, count) = iw.comp.geom.emitted(sq);
+                    be.kv_write(&mut is.rows, is.n, &rows, 0, count, false)?;
+                    is.n += count;
                 }
-                be.append(&mut is.rows, &rows);
-                is.n += n;
+                let last = sq.p0 + sq.n - 1;
+                prunes[i] = sq.n > 0 && ((last + 1) / 4).min(is.n) > c.idx_topk;
             }
-            let n_valid: Vec<usize> = pos.iter().map(|&p| ((p + 1) / 4).min(is.n)).collect();
-            if n_valid.iter().any(|&v| v > c.idx_topk) {
-                let mut qi = be.matmul(&iw.q_b, &qlat, t_n);
+            if prunes.iter().any(|&p| p) {
+                let mut qi = be.matmul(&iw.q_b, &qlat, t_n)?;
                 be.rope(
                     &mut qi,
                     c.idx_heads,
                     di,
-                    pos,
+                    RopePos::Tokens(pos),
                     &self.rope_comp,
                     false,
                     official,
-                );
+                )?;
                 if official {
-                    be.hadamard_fp4(&mut qi, di);
+                    be.hadamard_fp4(&mut qi, di)?;
                 }
-                let mut wts = be.matmul(&iw.proj, x, t_n);
-                be.scale(&mut wts, 1.0 / ((di * c.idx_heads) as f32).sqrt());
-                let scores = be.indexer_scores(&qi, c.idx_heads, di, &wts, &is.rows, &n_valid);
-                let n_rows = is.n;
-                let mut sel = Vec::with_capacity(t_n);
-                for t in 0..t_n {
-                    let nv = n_valid[t];
-                    if nv <= c.idx_topk {
-                        sel.push((0..nv as u32).collect());
-                    } else {
-                        let mut v: Vec<u32> = crate::backend::topk_desc(
-                            &scores[t * n_rows..t * n_rows + nv],
-                            c.idx_topk,
-                        )
-                        .into_iter()
-                        .map(|i| i as u32)
-                        .collect();
-                        v.sort_unstable();
-                        sel.push(v);
+                let mut wts = be.matmul(&iw.proj, x, t_n)?;
+                be.scale(&mut wts, 1.0 / ((di * c.idx_heads) as f32).sqrt())?;
+                for (i, (st, &sq)) in sts.iter().zip(seqs).enumerate() {
+                    if !prunes[i] {
+                        continue;
                     }
+                    let is = st.idx.as_ref().context("layer state lacks its indexer")?;
+                    selections[i] = Some(be.indexer_topk(
+                        &qi,
+                        &wts,
+                        &is.rows,
+                        is.n,
+                        sq,
+                        c.idx_heads,
+                        di,
+                        c.idx_topk,
+                    )?);
                 }
-                selected = Some(sel);
             }
         }
-        // visibility lists
-        let mut vis = Visibility {
-            offsets: vec![0],
-            rows: Vec::new(),
-        };
-        let n_comp_rows = st.comp.as_ref().map_or(0, |cs| cs.n);
-        for (t, &p) in pos.iter().enumerate() {
-            let lo = (p + 1).saturating_sub(c.window);
-            for q in lo..=p {
-                vis.rows.push((q - raw_start) as u32);
+        // attention per sequence, then the raw window takes the chunk's last rows
+        let mut o = be.zeros(t_n * h * hd)?;
+        for (i, (st, &sq)) in sts.iter_mut().zip(seqs).enumerate() {
+            if sq.n == 0 {
+                continue;
             }
-            match b.kind {
-                AttnKind::Swa => {}
-                AttnKind::Hca(r) => {
-                    let nv = ((p + 1) / r).min(n_comp_rows);
-                    vis.rows.extend((0..nv as u32).map(|w| w + n_stage as u32));
-                }
-                AttnKind::Csa => {
-                    let nv = ((p + 1) / 4).min(n_comp_rows);
-                    match &selected {
-                        Some(sel) => vis.rows.extend(sel[t].iter().map(|&w| w + n_stage as u32)),
-                        None => vis.rows.extend((0..nv as u32).map(|w| w + n_stage as u32)),
-                    }
-                }
-            }
-            vis.offsets.push(vis.rows.len() as u32);
+            let vis = match (b.kind, &selections[i]) {
+                (AttnKind::Swa, _) => CompVis::None,
+                (AttnKind::Hca(r), _) => CompVis::All { ratio: r },
+                (AttnKind::Csa, None) => CompVis::All { ratio: 4 },
+                (AttnKind::Csa, Some(sel)) => CompVis::Selected { sel, k: c.idx_topk },
+            };
+            let comp = st.comp.as_ref().map(|cs| &cs.rows);
+            be.attention(
+                &mut o,
+                &q,
+                &kv,
+                &st.raw,
+                comp,
+                vis,
+                sq,
+                c.window,
+                h,
+                hd,
+                &b.sinks,
+                1.0 / (hd as f32).sqrt(),
+            )?;
+            let end = sq.p0 + sq.n;
+            let first = end.saturating_sub(c.window).max(sq.p0);
+            be.kv_write(
+                &mut st.raw,
+                first,
+                &kv,
+                sq.row0 + first - sq.p0,
+                end - first,
+                true,
+            )?;
         }
-        let empty = be.zeros(0);
-        let comp_rows = st.comp.as_ref().map_or(&empty, |cs| &cs.rows);
-        let mut o = be.attention(
-            &q,
-            h,
-            hd,
-            &staging,
-            comp_rows,
-            &vis,
-            &b.sinks,
-            1.0 / (hd as f32).sqrt(),
-        );
-        be.rope(&mut o, h, hd, pos, table, true, official);
-        let low = be.matmul_grouped(&b.o_a, &o, t_n, c.o_groups);
-        let a = be.matmul(&b.o_b, &low, t_n);
-        // keep the last W raw rows
-        let keep = n_stage.min(c.window);
-        st.raw = be.slice_rows(&staging, hd, n_stage - keep, keep);
-        st.raw_n = keep;
-        Ok(a)
+        be.rope(&mut o, h, hd, RopePos::Tokens(pos), table, true, official)?;
+        let low = be.matmul_grouped(&b.o_a, &o, t_n, c.o_groups)?;
+        be.matmul(&b.o_b, &low, t_n)
     }
 
-    fn feed_compressor_rope(
+    /// Compressor kv and score (with its ape rows) of every token of the batch.
+    fn compressor_inputs(
+        &self,
+        w: &CompW<B>,
+        x: &B::Buf,
+        pos: &Pos<'_, B>,
+    ) -> Result<(B::Buf, B::Buf)> {
+        let be = &self.be;
+        let t_n = pos.host.len();
+        let kv = be.matmul(&w.kv, x, t_n)?;
+        let mut score = be.matmul(&w.gate, x, t_n)?;
+        be.add_position_rows(&mut score, w.geom.in_width(), &w.ape, pos)?;
+        Ok((kv, score))
+    }
+
+    /// Feed one sequence into a compressor; the rows it emits, normed and
+    /// roped at their windows' first positions.
+    #[allow(clippy::too_many_arguments)]
+    fn compress_rows(
         &self,
         w: &CompW<B>,
         cs: &mut CompState<B>,
-        x: &B::Buf,
-        pos: &[usize],
+        kv: &B::Buf,
+        score: &B::Buf,
+        sq: Seq,
         head_dim: usize,
         official: bool,
-    ) -> (B::Buf, usize) {
+    ) -> Result<Option<B::Buf>> {
         let be = &self.be;
-        let t_n = pos.len();
-        let kv = be.matmul(&w.kv, x, t_n);
-        let mut score = be.matmul(&w.gate, x, t_n);
-        let in_w = if w.overlap { 2 * w.width } else { w.width };
-        be.add_position_rows(&mut score, in_w, &w.ape, pos);
-        let (mut rows, wins) = be.compress(&mut cs.front, &kv, &score, pos);
-        let n = wins.len();
-        if n > 0 {
-            be.rms_norm(&mut rows, head_dim, Some(&w.norm), self.cfg.rms_eps);
-            let rpos: Vec<usize> = wins.iter().map(|&wi| wi * w.ratio).collect();
-            be.rope(
-                &mut rows,
-                1,
-                head_dim,
-                &rpos,
-                &self.rope_comp,
-                false,
-                official,
-            );
-        }
-        (rows, n)
+        let Some(mut rows) =
+            be.compress(&mut cs.ring_kv, &mut cs.ring_score, kv, score, sq, w.geom)?
+        else {
+            return Ok(None);
+        };
+        be.rms_norm(&mut rows, head_dim, Some(&w.norm), self.cfg.rms_eps)?;
+        let (w0, _) = w.geom.emitted(sq);
+        be.rope(
+            &mut rows,
+            1,
+            head_dim,
+            RopePos::Arith {
+                start: w0 * w.geom.ratio,
+                step: w.geom.ratio,
+            },
+            &self.rope_comp,
+            false,
+            official,
+        )?;
+        Ok(Some(rows))
     }
 
     /// The MTP block's forward (spec §6.2): from an HC state `h` (`n_hc*dim`,
@@ -637,31 +740,35 @@ impl<B: Backend> Model<B> {
                 c.hc_dim()
             );
         }
-        let mut e = be.embed_hc(&self.embed, &[token], 1)?;
-        be.rms_norm(&mut e, c.dim, Some(&m.enorm), c.rms_eps);
-        let e2 = be.matmul(&m.e_proj, &e, 1);
-        let mut hn = be.download(h);
-        let mut hb = be.upload(&hn);
-        be.rms_norm(&mut hb, c.dim, Some(&m.hnorm), c.rms_eps);
-        let hp = be.matmul(&m.h_proj, &hb, c.n_hc);
-        hn = be.download(&hp);
-        let e2h = be.download(&e2);
-        for s_ in 0..c.n_hc {
-            for i in 0..c.dim {
-                hn[s_ * c.dim + i] += e2h[i];
-            }
-        }
-        let mut x = be.upload(&hn);
-        let pos = [s.mtp_pos];
+        let dtok = be.upload_idx(&[token as i32])?;
+        let mut e = be.embed_hc(&self.embed, &dtok, &[token], 1)?;
+        be.rms_norm(&mut e, c.dim, Some(&m.enorm), c.rms_eps)?;
+        let e2 = be.matmul(&m.e_proj, &e, 1)?;
+        let mut hb = be.buf_clone(h)?;
+        be.rms_norm(&mut hb, c.dim, Some(&m.hnorm), c.rms_eps)?;
+        let mut x = be.matmul(&m.h_proj, &hb, c.n_hc)?;
+        be.add_row_broadcast(&mut x, &e2)?;
+        let positions = [s.mtp_pos];
+        let dpos = be.upload_idx(&[s.mtp_pos as i32])?;
+        let pos = Pos {
+            host: &positions,
+            dev: &dpos,
+        };
+        let seqs = [Seq {
+            row0: 0,
+            n: 1,
+            p0: s.mtp_pos,
+        }];
+        let numerics = s.numerics;
         let st = s
             .mtp_layer
             .as_mut()
             .context("session was created before the MTP block was bound")?;
-        self.block_forward(&m.block, st, &mut x, &[token], &pos, s.numerics)?;
+        self.block_forward(&m.block, &mut [st], &mut x, &dtok, &pos, &seqs, numerics)?;
         s.mtp_pos += 1;
-        let mut y = be.hc_head(&x, 1, c, &m.head.fn_, &m.head.base, &m.head.scale);
-        be.rms_norm(&mut y, c.dim, Some(&m.norm), c.rms_eps);
-        let logits = be.download(&be.matmul(&self.head, &y, 1));
+        let mut y = be.hc_head(&x, 1, c, &m.head.fn_, &m.head.base, &m.head.scale)?;
+        be.rms_norm(&mut y, c.dim, Some(&m.norm), c.rms_eps)?;
+        let logits = be.download(&be.matmul(&self.head, &y, 1)?)?;
         Ok((logits, x))
     }
 }
@@ -671,15 +778,24 @@ impl<B: Backend> Session<B> {
     pub fn pos(&self) -> usize {
         self.pos
     }
+    /// Positions this session's KV state was allocated for.
+    pub fn ctx(&self) -> usize {
+        self.ctx
+    }
     /// Position the next [`Model::mtp_forward`] call runs at.
     pub fn mtp_pos(&self) -> usize {
         self.mtp_pos
     }
     /// Empty the MTP block's raw window and make its next call run at `pos`
     /// (e.g. the main model's position, ds4.c style, spec §6.3).
-    pub fn reset_mtp(&mut self, model: &Model<B>, pos: usize) {
-        self.mtp_layer = model.mtp.as_ref().map(|m| model.layer_state(&m.block));
+    pub fn reset_mtp(&mut self, model: &Model<B>, pos: usize) -> Result<()> {
+        let half = self.numerics == Numerics::Official;
+        self.mtp_layer = match &model.mtp {
+            Some(m) => Some(model.layer_state(&m.block, self.ctx, half)?),
+            None => None,
+        };
         self.mtp_pos = pos;
+        Ok(())
     }
     /// Final HC state of the last processed token (before the output head).
     pub fn last_hidden(&self) -> Option<&B::Buf> {
@@ -701,32 +817,88 @@ impl<B: Backend> Session<B> {
     }
     /// Raw-window rows held per layer.
     pub fn raw_rows(&self) -> Vec<usize> {
-        self.layers.iter().map(|l| l.raw_n).collect()
-    }
-    /// Bytes of session state that grow with the context (compressed and indexer rows).
-    pub fn growing_bytes(&self, be: &B) -> usize {
         self.layers
             .iter()
-            .map(|l| {
-                l.comp.as_ref().map_or(0, |c| be.buf_bytes(&c.rows))
-                    + l.idx.as_ref().map_or(0, |c| be.buf_bytes(&c.rows))
-            })
+            .map(|_| self.pos.min(self.cfg.window))
+            .collect()
+    }
+    /// Bytes of the filled part of the state that grows with the context
+    /// (compressed and indexer rows, in their storage type).
+    pub fn growing_bytes(&self, _be: &B) -> usize {
+        let used = |c: &CompState<B>| c.n * c.width * c.elem;
+        self.layers
+            .iter()
+            .map(|l| l.comp.as_ref().map_or(0, used) + l.idx.as_ref().map_or(0, used))
             .sum()
     }
-    /// All session state bytes (raw windows, frontiers, rows).
+    /// All session state bytes as allocated (raw rings, frontiers, row stores).
     pub fn state_bytes(&self, be: &B) -> usize {
         let comp = |c: &CompState<B>| {
-            be.buf_bytes(&c.rows) + be.buf_bytes(&c.front.kv) + be.buf_bytes(&c.front.score)
+            be.kv_bytes(&c.rows) + be.buf_bytes(&c.ring_kv) + be.buf_bytes(&c.ring_score)
         };
         self.layers
             .iter()
             .chain(self.mtp_layer.iter())
             .map(|l| {
-                be.buf_bytes(&l.raw)
+                be.kv_bytes(&l.raw)
                     + l.comp.as_ref().map_or(0, comp)
                     + l.idx.as_ref().map_or(0, comp)
             })
             .sum()
+    }
+    /// Rows `row..row+n` of layer `l`'s compressed rows (tests, snapshots).
+    pub fn read_compressed(&self, be: &B, l: usize, row: usize, n: usize) -> Result<Vec<f32>> {
+        let cs = self.layers[l]
+            .comp
+            .as_ref()
+            .context("layer has no compressor")?;
+        ensure!(
+            row + n <= cs.n,
+            "rows {row}..{} of {} written",
+            row + n,
+            cs.n
+        );
+        be.kv_read(&cs.rows, row, n)
+    }
+
+    /// A deep copy of the whole decoding state (snapshot / restore): the copy
+    /// and the original continue independently and bit-identically.
+    pub fn try_clone(&self, be: &B) -> Result<Session<B>> {
+        let comp = |c: &CompState<B>| -> Result<CompState<B>> {
+            Ok(CompState {
+                ring_kv: be.buf_clone(&c.ring_kv)?,
+                ring_score: be.buf_clone(&c.ring_score)?,
+                rows: be.kv_clone(&c.rows)?,
+                n: c.n,
+                width: c.width,
+                elem: c.elem,
+            })
+        };
+        let layer = |l: &LayerState<B>| -> Result<LayerState<B>> {
+            Ok(LayerState {
+                raw: be.kv_clone(&l.raw)?,
+                comp: l.comp.as_ref().map(comp).transpose()?,
+                idx: l.idx.as_ref().map(comp).transpose()?,
+            })
+        };
+        Ok(Session {
+            numerics: self.numerics,
+            cfg: self.cfg.clone(),
+            ctx: self.ctx,
+            pos: self.pos,
+            layers: self.layers.iter().map(layer).collect::<Result<_>>()?,
+            mtp_layer: self.mtp_layer.as_ref().map(layer).transpose()?,
+            mtp_pos: self.mtp_pos,
+            last_hc: self.last_hc.as_ref().map(|h| be.buf_clone(h)).transpose()?,
+        })
+    }
+}
+
+/// The CPU's state is plain host memory: `Clone` is [`Session::try_clone`].
+impl Clone for Session<crate::backend::Cpu> {
+    fn clone(&self) -> Self {
+        self.try_clone(&crate::backend::Cpu)
+            .expect("CPU session copy cannot fail")
     }
 }
 
@@ -781,9 +953,11 @@ fn bind_block<B: Backend>(
             gate: m(&format!("{pre}_gate.weight"), &[d, in_w])?,
             ape: v(&format!("{pre}_ape.weight"), &[in_w, ratio])?,
             norm: v(&format!("{pre}_norm.weight"), &[width])?,
-            ratio,
-            width,
-            overlap,
+            geom: CompGeom {
+                ratio,
+                width,
+                overlap,
+            },
         })
     };
     let (comp, idx) = match kind {
@@ -826,7 +1000,7 @@ fn bind_block<B: Backend>(
                 );
             }
         }
-        Some(t)
+        Some(be.bind_idx(&t)?)
     } else {
         None
     };

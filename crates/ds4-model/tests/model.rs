@@ -330,7 +330,7 @@ fn mtp_reset_restarts_its_window() {
     assert_eq!(s.mtp_pos(), 20);
     let (later, _) = m.mtp_forward(&mut s, &h, ids[0]).unwrap();
     assert_ne!(first, later, "the MTP window must carry earlier calls");
-    s.reset_mtp(&m, 0);
+    s.reset_mtp(&m, 0).unwrap();
     let (again, _) = m.mtp_forward(&mut s, &h, ids[0]).unwrap();
     assert_eq!(first, again);
     // wrong-size state is an error
