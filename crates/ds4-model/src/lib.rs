@@ -23,6 +23,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod cuda;
 pub mod gguf;
 pub mod model;
 pub mod npy;
@@ -32,6 +33,7 @@ pub mod weights;
 
 pub use backend::{Backend, Cpu};
 pub use config::{AttnKind, Config};
+pub use cuda::Cuda;
 pub use gguf::{dump_logits, load, GgufSource};
 pub use model::{state_values_per_token, Model, Numerics, SeqStep, Session, Want, DEFAULT_CTX};
 pub use weights::{MemSource, TensorData, TensorSource};

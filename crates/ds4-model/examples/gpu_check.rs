@@ -1,0 +1,295 @@
+//! Every GPU check of the CUDA backend in one run (bench/gpu-run.sh calls it):
+//!
+//! `gpu_check correctness`  — CUDA logits against the CPU reference on tiny
+//!   models (f32 oracle fixtures A and B incl. B's 2200-token indexer
+//!   pruning; synthetic q2 / q4 / f16 GGUFs that exercise every quant
+//!   kernel), prefill + 64 decode steps, exact and official numerics; chunked
+//!   prefill vs token-by-token on the GPU; a batch of 4 sequences at
+//!   different positions vs each alone. Prints one line per check and exits
+//!   non-zero on a failure.
+//! `gpu_check speed FILE [ctx...]` — load a full-shape GGUF on the GPU,
+//!   prefill / decode timings at the given contexts.
+
+use ds4_gguf::layout::Recipe;
+use ds4_gguf::synth::{synth_main_to, SynthConfig};
+use ds4_gguf::GgufFile;
+use ds4_model::{tiny, Backend, Cpu, Cuda, Model, Numerics, SeqStep, Want};
+use std::time::Instant;
+
+fn argmax(v: &[f32]) -> usize {
+    let mut b = 0;
+    for i in 1..v.len() {
+        if v[i] > v[b] {
+            b = i;
+        }
+    }
+    b
+}
+
+/// (max |Δ| / max |ref|, argmax agreement) over rows of `vocab`.
+fn cmp(a: &[f32], b: &[f32], vocab: usize) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let m = b.iter().fold(0f32, |x, y| x.max(y.abs())).max(1e-30);
+    let d = a.iter().zip(b).fold(0f32, |x, (p, q)| x.max((p - q).abs()));
+    let rows = a.len() / vocab;
+    let agree = (0..rows)
+        .filter(|&r| {
+            argmax(&a[r * vocab..(r + 1) * vocab]) == argmax(&b[r * vocab..(r + 1) * vocab])
+        })
+        .count();
+    (d / m, agree as f32 / rows.max(1) as f32)
+}
+
+struct Report {
+    fails: usize,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, rel: f32, agree: f32, bound: f32, min_agree: f32) {
+        let ok = rel <= bound && agree >= min_agree && rel.is_finite();
+        if !ok {
+            self.fails += 1;
+        }
+        println!(
+            "{} {name}: rel {rel:.3e} (bound {bound:.0e}), argmax {:.2}% (min {:.0}%)",
+            if ok { "PASS" } else { "FAIL" },
+            agree * 100.0,
+            min_agree * 100.0
+        );
+    }
+}
+
+fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// Prefill `n_pre` tokens then greedy-free decode of the remaining ones
+/// (teacher forced), logits of every position.
+fn run<B: Backend>(
+    m: &Model<B>,
+    num: Numerics,
+    ids: &[u32],
+    n_pre: usize,
+    chunk: usize,
+) -> Vec<f32> {
+    let mut s = m.session_ctx(num, ids.len() + 8).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < n_pre {
+        let e = (at + chunk).min(n_pre);
+        out.extend(m.forward(&mut s, &ids[at..e], Want::All).unwrap());
+        at = e;
+    }
+    for &t in &ids[n_pre..] {
+        out.extend(m.forward(&mut s, &[t], Want::Last).unwrap());
+    }
+    out
+}
+
+fn check_model(
+    r: &mut Report,
+    name: &str,
+    cpu: &Model<Cpu>,
+    gpu: &Model<Cuda>,
+    n_pre: usize,
+    n_dec: usize,
+    bound: f32,
+) {
+    let v = cpu.cfg.vocab;
+    let ids = tokens(n_pre + n_dec, v, 7);
+    for num in [Numerics::Exact, Numerics::Official] {
+        let want = run(cpu, num, &ids, n_pre, 512);
+        let got = run(gpu, num, &ids, n_pre, 512);
+        let (rel, agree) = cmp(&got, &want, v);
+        let b = if num == Numerics::Official {
+            bound.max(2e-2)
+        } else {
+            bound
+        };
+        let min = if num == Numerics::Official {
+            0.97
+        } else {
+            0.99
+        };
+        r.check(
+            &format!("{name} {num:?} prefill {n_pre} + decode {n_dec} vs CPU"),
+            rel,
+            agree,
+            b,
+            min,
+        );
+    }
+    // chunked prefill equals token-by-token decoding on the GPU
+    let n = (n_pre + n_dec).min(300);
+    let whole = run(gpu, Numerics::Exact, &ids[..n], n, 512);
+    let odd = run(gpu, Numerics::Exact, &ids[..n], n, 37);
+    let tok = run(gpu, Numerics::Exact, &ids[..n], 0, 1);
+    let (rel, agree) = cmp(&odd, &whole, v);
+    r.check(
+        &format!("{name} GPU chunks of 37 vs one chunk"),
+        rel,
+        agree,
+        1e-4,
+        0.99,
+    );
+    let (rel, agree) = cmp(&tok, &whole, v);
+    r.check(
+        &format!("{name} GPU token-by-token vs one chunk"),
+        rel,
+        agree,
+        1e-4,
+        0.99,
+    );
+    // a batch of 4 sequences at different positions equals each alone
+    let lens = [5usize, 33, 130, 257];
+    let seqs: Vec<Vec<u32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| tokens(l + 3, v, 100 + i as u64))
+        .collect();
+    let mut alone = Vec::new();
+    let mut sess = Vec::new();
+    for (s, &l) in seqs.iter().zip(&lens) {
+        let mut a = gpu.session_ctx(Numerics::Exact, 512).unwrap();
+        gpu.forward(&mut a, &s[..l], Want::None).unwrap();
+        let mut b = gpu.session_ctx(Numerics::Exact, 512).unwrap();
+        gpu.forward(&mut b, &s[..l], Want::None).unwrap();
+        alone.push(gpu.forward(&mut a, &s[l..], Want::All).unwrap());
+        sess.push(b);
+    }
+    let mut steps: Vec<SeqStep<Cuda>> = sess
+        .iter_mut()
+        .zip(&seqs)
+        .zip(&lens)
+        .map(|((s, ids), &l)| SeqStep {
+            session: s,
+            ids: &ids[l..],
+            want: Want::All,
+        })
+        .collect();
+    let batched = gpu.forward_batch(&mut steps).unwrap();
+    let a: Vec<f32> = alone.concat();
+    let b: Vec<f32> = batched.concat();
+    let (rel, agree) = cmp(&b, &a, v);
+    r.check(
+        &format!("{name} batch of 4 sequences vs alone"),
+        rel,
+        agree,
+        1e-4,
+        1.0,
+    );
+}
+
+fn synth_model(recipe: Recipe) -> (GgufFile, ds4_model::Config) {
+    let mut sc = SynthConfig::tiny();
+    sc.recipe = recipe;
+    sc.seed = 11;
+    let (bytes, _) = synth_main_to(&sc, Vec::new()).unwrap();
+    let f = GgufFile::from_bytes(bytes).unwrap();
+    let mc = ds4_gguf::layout::ModelConfig::from_gguf(&f).unwrap();
+    let cfg = ds4_model::gguf::config_from_layout(&mc).unwrap();
+    (f, cfg)
+}
+
+fn correctness() -> usize {
+    let gpu_be = match Cuda::open(0) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("SKIP: no usable GPU: {e:#}");
+            return 0;
+        }
+    };
+    println!("device: {}", gpu_be.describe());
+    let mut r = Report { fails: 0 };
+    // f32 oracle models A and B (B: real structure, indexer pruning past 2051 tokens)
+    for (name, cfg, seed, n_pre, n_dec) in [
+        ("tiny A f32", tiny::config_a(), 1u64, 100usize, 64usize),
+        ("tiny B f32", tiny::config_b(), 2, 2200, 64),
+    ] {
+        let t0 = Instant::now();
+        let m = tiny::generate(&cfg, seed).unwrap();
+        let cpu = Model::bind(Cpu, cfg.clone(), &m.main, None).unwrap();
+        let gpu = Model::bind(gpu_be.clone(), cfg.clone(), &m.main, None).unwrap();
+        check_model(&mut r, name, &cpu, &gpu, n_pre, n_dec, 1e-4);
+        println!("  ({name}: {:.1} s)", t0.elapsed().as_secs_f64());
+    }
+    for (name, recipe) in [
+        ("synth q2", Recipe::Q2),
+        ("synth q4", Recipe::Q4),
+        ("synth f16", Recipe::F16),
+    ] {
+        let (f, cfg) = synth_model(recipe);
+        let src = ds4_model::GgufSource::new(f);
+        let cpu = Model::bind(Cpu, cfg.clone(), &src, None).unwrap();
+        let gpu = Model::bind(gpu_be.clone(), cfg.clone(), &src, None).unwrap();
+        check_model(&mut r, name, &cpu, &gpu, 200, 64, 1e-4);
+    }
+    println!("{} passed, {} failed", 0, r.fails);
+    r.fails
+}
+
+fn speed(path: &str, ctxs: &[usize]) {
+    let be = Cuda::open(0).expect("GPU");
+    println!("device: {}", be.describe());
+    let t0 = Instant::now();
+    let m = ds4_model::load(be.clone(), std::path::Path::new(path), None).expect("load");
+    let (free, total) = be.mem_info();
+    println!(
+        "loaded {path} in {:.1} s; GPU memory free {} / {} MiB",
+        t0.elapsed().as_secs_f64(),
+        free >> 20,
+        total >> 20
+    );
+    let max = *ctxs.iter().max().unwrap();
+    let ids = tokens(max, m.cfg.vocab, 3);
+    for &ctx in ctxs {
+        let mut s = m.session_ctx(Numerics::Official, ctx + 64).unwrap();
+        let chunk = 2048;
+        let t = Instant::now();
+        let mut at = 0;
+        while at < ctx {
+            let e = (at + chunk).min(ctx);
+            let want = if e == ctx { Want::Last } else { Want::None };
+            m.forward(&mut s, &ids[at..e], want).unwrap();
+            at = e;
+        }
+        be.sync().unwrap();
+        let pre = t.elapsed().as_secs_f64();
+        let n_gen = 32;
+        let mut tok = ids[0];
+        let t = Instant::now();
+        for _ in 0..n_gen {
+            let l = m.forward(&mut s, &[tok], Want::Last).unwrap();
+            tok = argmax(&l) as u32;
+        }
+        let dec = t.elapsed().as_secs_f64();
+        println!(
+            "ctx {ctx}: prefill {:.1} tok/s ({ctx} tokens in {pre:.2} s), decode {:.2} tok/s ({n_gen} tokens)",
+            ctx as f64 / pre,
+            n_gen as f64 / dec
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(|s| s.as_str()) {
+        Some("correctness") => std::process::exit(if correctness() > 0 { 1 } else { 0 }),
+        Some("speed") => {
+            let ctxs: Vec<usize> = args[3..].iter().map(|s| s.parse().unwrap()).collect();
+            speed(&args[2], &ctxs);
+        }
+        _ => {
+            eprintln!("usage: gpu_check correctness | speed FILE CTX...");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! A thin layer over the CUDA driver API (loaded at run time through
+//! cudarc's dynamic loading): one context and stream, stream-ordered device
+//! allocations from the device's memory pool, kernel launches by name.
+
+use anyhow::{bail, Context, Result};
+use cudarc::driver::{result as cu, sys};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::Arc;
+
+fn derr(what: &str, e: cu::DriverError) -> anyhow::Error {
+    anyhow::anyhow!("CUDA {what}: {e:?}")
+}
+
+/// Whether a CUDA driver library can be loaded here.
+pub fn driver_available() -> bool {
+    // SAFETY: only tries to dlopen the candidate library names.
+    unsafe { sys::is_culib_present() }
+}
+
+/// Number of CUDA devices (0 when there is no driver or no device).
+pub fn device_count() -> usize {
+    if !driver_available() {
+        return 0;
+    }
+    if cu::init().is_err() {
+        return 0;
+    }
+    cu::device::get_count()
+        .map(|n| n.max(0) as usize)
+        .unwrap_or(0)
+}
+
+pub struct Device {
+    pub ctx: sys::CUcontext,
+    pub stream: sys::CUstream,
+    pub name: String,
+    pub sm: (i32, i32),
+    pub n_sm: i32,
+    funcs: HashMap<String, sys::CUfunction>,
+    pub(crate) module: sys::CUmodule,
+}
+
+// SAFETY: the context, stream and module handles are used only through the
+// driver API, which is thread-safe; every call makes the context current first.
+unsafe impl Send for Device {}
+unsafe impl Sync for Device {}
+
+thread_local! {
+    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Device {
+    pub fn open(ordinal: usize) -> Result<Arc<Device>> {
+        if !driver_available() {
+            bail!("no CUDA driver (libcuda) on this machine");
+        }
+        cu::init().map_err(|e| derr("init", e))?;
+        let n = cu::device::get_count().map_err(|e| derr("device count", e))?;
+        if n <= 0 {
+            bail!("the CUDA driver sees no GPU");
+        }
+        if ordinal >= n as usize {
+            bail!("GPU {ordinal} requested, the driver sees {n}");
+        }
+        let dev = cu::device::get(ordinal as i32).map_err(|e| derr("device", e))?;
+        // SAFETY: dev comes from device::get.
+        let ctx = unsafe { cu::primary_ctx::retain(dev) }.map_err(|e| derr("context", e))?;
+        // SAFETY: ctx was just retained.
+        unsafe { cu::ctx::set_current(ctx) }.map_err(|e| derr("set context", e))?;
+        let name = cu::device::get_name(dev).unwrap_or_else(|_| "CUDA device".into());
+        // SAFETY: valid device and attribute enums.
+        let (ma, mi, nsm) = unsafe {
+            (
+                cu::device::get_attribute(
+                    dev,
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                )
+                .map_err(|e| derr("attribute", e))?,
+                cu::device::get_attribute(
+                    dev,
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                )
+                .map_err(|e| derr("attribute", e))?,
+                cu::device::get_attribute(
+                    dev,
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                )
+                .map_err(|e| derr("attribute", e))?,
+            )
+        };
+        let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking)
+            .map_err(|e| derr("stream", e))?;
+        // keep freed pool memory cached (stream-ordered allocations stay cheap)
+        // SAFETY: valid device; the attribute takes a u64.
+        unsafe {
+            if let Ok(pool) = cu::device::get_default_mem_pool(dev) {
+                let mut thr: u64 = u64::MAX;
+                let _ = cu::mem_pool::set_attribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    &mut thr as *mut u64 as *mut c_void,
+                );
+            }
+        }
+        let arch = format!("sm_{ma}{mi}");
+        let cubin = super::compile::cubin_cached(&arch)?;
+        // SAFETY: cubin is a complete image for this device's architecture.
+        let module = unsafe { cu::module::load_data(cubin.as_ptr() as *const c_void) }
+            .map_err(|e| derr("loading the kernel module", e))?;
+        let mut d = Device {
+            ctx,
+            stream,
+            name,
+            sm: (ma, mi),
+            n_sm: nsm,
+            funcs: HashMap::new(),
+            module,
+        };
+        for f in super::KERNELS {
+            let c = CString::new(*f).unwrap();
+            // SAFETY: module is loaded; the name is a NUL-terminated string.
+            let func = unsafe { cu::module::get_function(d.module, c) }
+                .map_err(|e| derr(&format!("kernel {f}"), e))?;
+            d.funcs.insert(f.to_string(), func);
+        }
+        Ok(Arc::new(d))
+    }
+
+    /// Make this device's context current on the calling thread.
+    pub fn bind(&self) -> Result<()> {
+        let c = self.ctx as usize;
+        if CURRENT.with(|x| x.get()) != c {
+            // SAFETY: the context lives as long as the device.
+            unsafe { cu::ctx::set_current(self.ctx) }.map_err(|e| derr("set context", e))?;
+            CURRENT.with(|x| x.set(c));
+        }
+        Ok(())
+    }
+
+    pub fn alloc(&self, bytes: usize) -> Result<sys::CUdeviceptr> {
+        self.bind()?;
+        // SAFETY: stream is valid; memory is uninitialised (callers write or zero it).
+        unsafe { cu::malloc_async(self.stream, bytes.max(4)) }.map_err(|e| {
+            let (free, total) = cu::mem_get_info().unwrap_or((0, 0));
+            anyhow::anyhow!(
+                "GPU out of memory allocating {bytes} bytes ({} MiB free of {} MiB): {e:?}",
+                free >> 20,
+                total >> 20
+            )
+        })
+    }
+
+    pub fn free(&self, p: sys::CUdeviceptr) {
+        if self.bind().is_ok() {
+            // SAFETY: p came from alloc on this stream and is freed once.
+            unsafe {
+                let _ = cu::free_async(p, self.stream);
+            }
+        }
+    }
+
+    pub fn memset0(&self, p: sys::CUdeviceptr, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: p holds at least `bytes` bytes.
+        unsafe { cu::memset_d8_async(p, 0, bytes, self.stream) }.map_err(|e| derr("memset", e))
+    }
+
+    pub fn htod<T: Copy>(&self, dst: sys::CUdeviceptr, src: &[T]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: dst holds size_of_val(src) bytes; the copy completes before
+        // the stream synchronisation below, so `src` outlives it.
+        unsafe {
+            cu::memcpy_htod_async(dst, src, self.stream).map_err(|e| derr("upload", e))?;
+            cu::stream::synchronize(self.stream).map_err(|e| derr("upload sync", e))
+        }
+    }
+
+    pub fn dtoh<T: Copy + Default>(&self, src: sys::CUdeviceptr, n: usize) -> Result<Vec<T>> {
+        self.bind()?;
+        let mut v = vec![T::default(); n];
+        // SAFETY: src holds n values of T; synchronised before returning.
+        unsafe {
+            cu::memcpy_dtoh_async(&mut v, src, self.stream).map_err(|e| derr("download", e))?;
+            cu::stream::synchronize(self.stream).map_err(|e| derr("download sync", e))?;
+        }
+        Ok(v)
+    }
+
+    pub fn dtod(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: both regions hold `bytes` bytes.
+        unsafe { cu::memcpy_dtod_async(dst, src, bytes, self.stream) }
+            .map_err(|e| derr("device copy", e))
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.bind()?;
+        // SAFETY: valid stream.
+        unsafe { cu::stream::synchronize(self.stream) }.map_err(|e| derr("kernel execution", e))
+    }
+
+    /// Launch kernel `name` with the packed arguments.
+    pub fn launch(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        smem: u32,
+        args: &mut Args,
+    ) -> Result<()> {
+        self.bind()?;
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let f = *self
+            .funcs
+            .get(name)
+            .with_context(|| format!("kernel {name} is not in the module"))?;
+        let mut ptrs = args.ptrs();
+        // SAFETY: the argument list matches the kernel's parameters (each
+        // value in its own 8-byte slot, read at its parameter's size).
+        unsafe { cu::launch_kernel(f, grid, block, smem, self.stream, &mut ptrs) }
+            .map_err(|e| derr(&format!("launching {name}"), e))
+    }
+
+    /// Allow a kernel more than 48 KB of dynamic shared memory.
+    pub fn set_max_smem(&self, name: &str, bytes: i32) -> Result<()> {
+        self.bind()?;
+        let f = *self.funcs.get(name).context("unknown kernel")?;
+        // SAFETY: valid function handle and attribute.
+        unsafe {
+            cu::function::set_function_attribute(
+                f,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes,
+            )
+        }
+        .map_err(|e| derr("kernel attribute", e))
+    }
+
+    pub fn mem_info(&self) -> (usize, usize) {
+        if self.bind().is_err() {
+            return (0, 0);
+        }
+        cu::mem_get_info().unwrap_or((0, 0))
+    }
+}
+
+/// Kernel arguments, each in an 8-byte slot (little-endian: an i32 or f32
+/// parameter reads the slot's first 4 bytes).
+#[derive(Default)]
+pub struct Args {
+    vals: Vec<u64>,
+}
+
+impl Args {
+    pub fn new() -> Args {
+        Args {
+            vals: Vec::with_capacity(24),
+        }
+    }
+    pub fn p(&mut self, ptr: sys::CUdeviceptr) -> &mut Self {
+        self.vals.push(ptr);
+        self
+    }
+    pub fn i(&mut self, v: i32) -> &mut Self {
+        self.vals.push(v as u32 as u64);
+        self
+    }
+    pub fn l(&mut self, v: i64) -> &mut Self {
+        self.vals.push(v as u64);
+        self
+    }
+    pub fn f(&mut self, v: f32) -> &mut Self {
+        self.vals.push(v.to_bits() as u64);
+        self
+    }
+    fn ptrs(&mut self) -> Vec<*mut c_void> {
+        self.vals
+            .iter_mut()
+            .map(|v| v as *mut u64 as *mut c_void)
+            .collect()
+    }
+}
+
+/// A device allocation freed (stream-ordered) on drop.
+pub struct DevMem {
+    pub dev: Arc<Device>,
+    pub ptr: sys::CUdeviceptr,
+    pub bytes: usize,
+}
+
+impl DevMem {
+    pub fn new(dev: &Arc<Device>, bytes: usize) -> Result<DevMem> {
+        Ok(DevMem {
+            dev: dev.clone(),
+            ptr: dev.alloc(bytes)?,
+            bytes,
+        })
+    }
+    pub fn zeroed(dev: &Arc<Device>, bytes: usize) -> Result<DevMem> {
+        let m = DevMem::new(dev, bytes)?;
+        dev.memset0(m.ptr, bytes.max(4))?;
+        Ok(m)
+    }
+}
+
+impl Drop for DevMem {
+    fn drop(&mut self) {
+        self.dev.free(self.ptr);
+    }
+}

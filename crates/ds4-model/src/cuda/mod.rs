@@ -1,0 +1,1079 @@
+//! The CUDA backend: weights resident in device memory, every op a kernel of
+//! `kernels.cu` (compiled by NVRTC at start, cached on disk), no host round
+//! trip inside a forward pass except the logits the caller downloads.
+//!
+//! Built without the CUDA toolkit: the driver and NVRTC are loaded at run
+//! time, so [`Cuda::open`] on a machine without a GPU returns an error.
+
+pub mod compile;
+pub mod dev;
+
+use crate::backend::{
+    Backend, CompGeom, CompVis, HashRoute, Pos, RopePos, RopeTable, Routing, Seq,
+};
+use crate::config::Config;
+use crate::weights::TensorData;
+use anyhow::{bail, ensure, Result};
+use cudarc::driver::sys::CUdeviceptr;
+use dev::{Args, DevMem, Device};
+use ds4_quant::GgmlType;
+use std::sync::Arc;
+
+pub use dev::{device_count, driver_available};
+
+/// Every kernel the backend launches (looked up once at start).
+pub const KERNELS: &[&str] = &[
+    "matvec",
+    "matvec_scalar",
+    "repack_q8_0",
+    "dequant_rows_f32",
+    "rms_norm",
+    "add_inplace",
+    "add_row_bcast",
+    "scale_inplace",
+    "f16_round",
+    "add_position_rows",
+    "gather_rows",
+    "rope",
+    "fp8_sim",
+    "hadamard_fp4",
+    "hc_pre_finish",
+    "hc_head_finish",
+    "hc_post",
+    "route",
+    "swiglu",
+    "sum_slots",
+    "argmax_rows",
+    "kv_write",
+    "kv_read",
+    "comp_pool",
+    "comp_ring_store",
+    "idx_scores",
+    "idx_topk",
+    "attention512",
+    "attention_any",
+];
+
+/// Tokens per matvec launch (the kernel's MV_MAX_TOK).
+const MV_TOK: usize = 8;
+
+/// The CUDA backend (one device, one stream).
+#[derive(Clone)]
+pub struct Cuda {
+    dev: Arc<Device>,
+}
+
+pub struct CudaBuf {
+    m: DevMem,
+    n: usize,
+}
+pub struct CudaIdx {
+    m: DevMem,
+    n: usize,
+}
+pub struct CudaKv {
+    m: DevMem,
+    rows: usize,
+    width: usize,
+    half: bool,
+}
+pub struct CudaMat {
+    m: DevMem,
+    fmt: i32,
+    rows: usize,
+    cols: usize,
+    mats: usize,
+    mat_bytes: i64,
+    d_off: i64,
+}
+pub struct CudaRope {
+    inv32: DevMem,
+    inv64: DevMem,
+    npairs: usize,
+}
+
+fn fmt_code(ty: GgmlType) -> Result<i32> {
+    Ok(match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Bf16 => 2,
+        GgmlType::Q8_0 => 3,
+        GgmlType::Q2K => 4,
+        GgmlType::Q4K => 5,
+        GgmlType::Iq2Xxs => 6,
+        other => bail!("weights of type {other} are not supported by the CUDA backend"),
+    })
+}
+
+fn blocks(n: usize, per: usize) -> u32 {
+    n.div_ceil(per).max(1) as u32
+}
+
+impl Cuda {
+    /// Open GPU `ordinal`: load the driver, compile (or load from the cache)
+    /// the kernels for its architecture, upload the IQ2_XXS tables.
+    pub fn open(ordinal: usize) -> Result<Cuda> {
+        let dev = Device::open(ordinal)?;
+        let be = Cuda { dev };
+        be.upload_tables()?;
+        Ok(be)
+    }
+
+    fn upload_tables(&self) -> Result<()> {
+        // the IQ2_XXS grid and sign tables live in __device__ globals
+        use cudarc::driver::result as cu;
+        self.dev.bind()?;
+        for (name, bytes) in [
+            ("g_iq2xxs_grid", unsafe {
+                std::slice::from_raw_parts(
+                    ds4_quant::tables::IQ2XXS_GRID.as_ptr() as *const u8,
+                    256 * 8,
+                )
+            }),
+            ("g_ksigns", &ds4_quant::tables::KSIGNS_IQ2XS[..]),
+        ] {
+            let c = std::ffi::CString::new(name).unwrap();
+            // SAFETY: the module is loaded and defines the symbol.
+            let (ptr, size) = unsafe { cu::module::get_global(self.dev_module(), c) }
+                .map_err(|e| anyhow::anyhow!("CUDA symbol {name}: {e:?}"))?;
+            ensure!(
+                size == bytes.len(),
+                "table {name} has {size} bytes on the device"
+            );
+            self.dev.htod(ptr, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn dev_module(&self) -> cudarc::driver::sys::CUmodule {
+        self.dev.module
+    }
+
+    /// Device name and compute capability.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (sm_{}{}, {} SMs)",
+            self.dev.name, self.dev.sm.0, self.dev.sm.1, self.dev.n_sm
+        )
+    }
+
+    /// `(free, total)` device memory in bytes.
+    pub fn mem_info(&self) -> (usize, usize) {
+        self.dev.mem_info()
+    }
+
+    fn buf(&self, n: usize) -> Result<CudaBuf> {
+        Ok(CudaBuf {
+            m: DevMem::new(&self.dev, n * 4)?,
+            n,
+        })
+    }
+    fn idx(&self, n: usize) -> Result<CudaIdx> {
+        Ok(CudaIdx {
+            m: DevMem::new(&self.dev, n * 4)?,
+            n,
+        })
+    }
+
+    fn launch(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: u32,
+        a: &mut Args,
+    ) -> Result<()> {
+        self.dev.launch(name, grid, (block, 1, 1), smem, a)
+    }
+
+    /// y rows for `ntok` tokens (dense) or `slots` slots (mat_ids given).
+    #[allow(clippy::too_many_arguments)]
+    fn mv(
+        &self,
+        w: &CudaMat,
+        mat_ids: CUdeviceptr,
+        x: CUdeviceptr,
+        x_stride: usize,
+        rows_per_group: usize,
+        x_div: usize,
+        ntok: usize,
+        y: CUdeviceptr,
+        y_stride: usize,
+        slots: usize,
+    ) -> Result<()> {
+        let scalar = !w.cols.is_multiple_of(32) || !x_stride.is_multiple_of(4);
+        let name = if scalar { "matvec_scalar" } else { "matvec" };
+        ensure!(
+            slots <= 65535,
+            "{slots} expert slots in one launch (limit 65535)"
+        );
+        let mut a = Args::new();
+        a.i(w.fmt)
+            .p(w.m.ptr)
+            .l(w.mat_bytes)
+            .l(w.d_off)
+            .p(mat_ids)
+            .i(w.rows as i32)
+            .i(w.cols as i32)
+            .p(x)
+            .l(x_stride as i64)
+            .i(rows_per_group as i32)
+            .i(x_div.max(1) as i32)
+            .i(ntok as i32)
+            .p(y)
+            .l(y_stride as i64);
+        self.launch(
+            name,
+            (blocks(w.rows, 8), slots.max(1) as u32, 1),
+            256,
+            0,
+            &mut a,
+        )
+    }
+
+    fn dense(&self, w: &CudaMat, x: &CudaBuf, rows: usize, groups: usize) -> Result<CudaBuf> {
+        let in_cols = w.cols * groups.max(1);
+        ensure!(
+            x.n == rows * in_cols,
+            "matmul input of {} values for {rows} rows of {in_cols}",
+            x.n
+        );
+        let y = self.buf(rows * w.rows)?;
+        let rpg = if groups > 1 { w.rows / groups } else { 0 };
+        let mut t = 0;
+        while t < rows {
+            let nt = (rows - t).min(MV_TOK);
+            self.mv(
+                w,
+                0,
+                x.m.ptr + (t * in_cols * 4) as u64,
+                in_cols,
+                rpg,
+                1,
+                nt,
+                y.m.ptr + (t * w.rows * 4) as u64,
+                w.rows,
+                1,
+            )?;
+            t += nt;
+        }
+        Ok(y)
+    }
+
+    fn swiglu_k(
+        &self,
+        g: &CudaBuf,
+        u: &CudaBuf,
+        w: CUdeviceptr,
+        width: usize,
+        limit: f32,
+    ) -> Result<CudaBuf> {
+        let out = self.buf(g.n)?;
+        let mut a = Args::new();
+        a.p(g.m.ptr)
+            .p(u.m.ptr)
+            .p(w)
+            .i(width as i32)
+            .l(g.n as i64)
+            .f(limit)
+            .p(out.m.ptr);
+        self.launch("swiglu", (blocks(g.n, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(out)
+    }
+}
+
+impl Backend for Cuda {
+    type Buf = CudaBuf;
+    type Idx = CudaIdx;
+    type Kv = CudaKv;
+    type Mat = CudaMat;
+    type Rope = CudaRope;
+
+    fn name(&self) -> String {
+        format!("cuda: {}", self.describe())
+    }
+
+    fn bind(&self, t: &TensorData) -> Result<CudaMat> {
+        let fmt = fmt_code(t.ty)?;
+        ensure!(
+            !t.dims.is_empty() && t.dims.len() <= 3,
+            "weight with dims {:?} is not a matrix",
+            t.dims
+        );
+        let cols = t.dims[0];
+        let rows = t.dims.get(1).copied().unwrap_or(1);
+        let mats = t.dims.get(2).copied().unwrap_or(1);
+        let bytes = t.bytes();
+        if t.ty == GgmlType::Q8_0 {
+            // [qs | d] per matrix for 16-byte loads
+            let per = rows * cols;
+            let mat_bytes = per + per / 32 * 2;
+            let m = DevMem::new(&self.dev, mat_bytes * mats)?;
+            let raw = DevMem::new(&self.dev, bytes.len())?;
+            self.dev.htod(raw.ptr, bytes)?;
+            let nb = per / 32;
+            for e in 0..mats {
+                let mut a = Args::new();
+                a.p(raw.ptr + (e * nb * 34) as u64)
+                    .p(m.ptr + (e * mat_bytes) as u64)
+                    .p(m.ptr + (e * mat_bytes + per) as u64)
+                    .l(nb as i64);
+                self.launch("repack_q8_0", (blocks(nb, 256), 1, 1), 256, 0, &mut a)?;
+            }
+            self.dev.sync()?;
+            return Ok(CudaMat {
+                m,
+                fmt,
+                rows,
+                cols,
+                mats,
+                mat_bytes: mat_bytes as i64,
+                d_off: per as i64,
+            });
+        }
+        let m = DevMem::new(&self.dev, bytes.len())?;
+        self.dev.htod(m.ptr, bytes)?;
+        Ok(CudaMat {
+            m,
+            fmt,
+            rows,
+            cols,
+            mats,
+            mat_bytes: (bytes.len() / mats) as i64,
+            d_off: 0,
+        })
+    }
+
+    fn bind_vec(&self, t: &TensorData) -> Result<CudaBuf> {
+        let v = crate::backend::Cpu.bind_vec(t)?;
+        self.upload(&v)
+    }
+
+    fn bind_idx(&self, t: &TensorData) -> Result<CudaIdx> {
+        let v = crate::backend::Cpu.bind_idx(t)?;
+        self.upload_idx(&v)
+    }
+
+    fn bind_rope(&self, t: &RopeTable) -> Result<CudaRope> {
+        let inv32 = DevMem::new(&self.dev, t.inv_f32.len() * 4)?;
+        self.dev.htod(inv32.ptr, &t.inv_f32)?;
+        let inv64 = DevMem::new(&self.dev, t.inv_f64.len() * 8)?;
+        self.dev.htod(inv64.ptr, &t.inv_f64)?;
+        Ok(CudaRope {
+            inv32,
+            inv64,
+            npairs: t.inv_f32.len(),
+        })
+    }
+
+    fn upload(&self, x: &[f32]) -> Result<CudaBuf> {
+        let b = self.buf(x.len())?;
+        if !x.is_empty() {
+            self.dev.htod(b.m.ptr, x)?;
+        }
+        Ok(b)
+    }
+    fn upload_idx(&self, x: &[i32]) -> Result<CudaIdx> {
+        let b = self.idx(x.len())?;
+        if !x.is_empty() {
+            self.dev.htod(b.m.ptr, x)?;
+        }
+        Ok(b)
+    }
+    fn download(&self, b: &CudaBuf) -> Result<Vec<f32>> {
+        if b.n == 0 {
+            return Ok(Vec::new());
+        }
+        self.dev.dtoh(b.m.ptr, b.n)
+    }
+    fn download_idx(&self, b: &CudaIdx) -> Result<Vec<i32>> {
+        if b.n == 0 {
+            return Ok(Vec::new());
+        }
+        self.dev.dtoh(b.m.ptr, b.n)
+    }
+    fn zeros(&self, n: usize) -> Result<CudaBuf> {
+        Ok(CudaBuf {
+            m: DevMem::zeroed(&self.dev, n * 4)?,
+            n,
+        })
+    }
+    fn len(&self, b: &CudaBuf) -> usize {
+        b.n
+    }
+    fn buf_bytes(&self, b: &CudaBuf) -> usize {
+        b.n * 4
+    }
+    fn slice_rows(&self, b: &CudaBuf, width: usize, start: usize, n: usize) -> Result<CudaBuf> {
+        ensure!((start + n) * width <= b.n, "rows outside the buffer");
+        let o = self.buf(n * width)?;
+        if n * width > 0 {
+            self.dev
+                .dtod(o.m.ptr, b.m.ptr + (start * width * 4) as u64, n * width * 4)?;
+        }
+        Ok(o)
+    }
+    fn gather_rows(&self, b: &CudaBuf, width: usize, rows: &[usize]) -> Result<CudaBuf> {
+        ensure!(
+            rows.iter().all(|&r| (r + 1) * width <= b.n),
+            "gathered row outside the buffer"
+        );
+        let list = self.upload_idx(&rows.iter().map(|&r| r as i32).collect::<Vec<_>>())?;
+        let o = self.buf(rows.len() * width)?;
+        let mut a = Args::new();
+        a.p(b.m.ptr)
+            .i(width as i32)
+            .p(list.m.ptr)
+            .i(rows.len() as i32)
+            .p(o.m.ptr);
+        self.launch("gather_rows", (blocks(o.n, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(o)
+    }
+    fn sync(&self) -> Result<()> {
+        self.dev.sync()
+    }
+
+    fn kv_alloc(&self, rows: usize, width: usize, half: bool) -> Result<CudaKv> {
+        let el = if half { 2 } else { 4 };
+        Ok(CudaKv {
+            m: DevMem::zeroed(&self.dev, rows * width * el)?,
+            rows,
+            width,
+            half,
+        })
+    }
+    fn kv_bytes(&self, k: &CudaKv) -> usize {
+        k.m.bytes
+    }
+    fn kv_clone(&self, k: &CudaKv) -> Result<CudaKv> {
+        let m = DevMem::new(&self.dev, k.m.bytes)?;
+        self.dev.dtod(m.ptr, k.m.ptr, k.m.bytes)?;
+        Ok(CudaKv {
+            m,
+            rows: k.rows,
+            width: k.width,
+            half: k.half,
+        })
+    }
+    fn buf_clone(&self, b: &CudaBuf) -> Result<CudaBuf> {
+        let o = self.buf(b.n)?;
+        if b.n > 0 {
+            self.dev.dtod(o.m.ptr, b.m.ptr, b.n * 4)?;
+        }
+        Ok(o)
+    }
+    fn kv_write(
+        &self,
+        dst: &mut CudaKv,
+        dst_row: usize,
+        src: &CudaBuf,
+        src_row: usize,
+        n: usize,
+        ring: bool,
+    ) -> Result<()> {
+        ensure!(
+            (src_row + n) * dst.width <= src.n,
+            "KV write reads past its source"
+        );
+        if !ring {
+            ensure!(
+                dst_row + n <= dst.rows,
+                "KV store full: {} rows, writing {}..{}",
+                dst.rows,
+                dst_row,
+                dst_row + n
+            );
+        }
+        let mut a = Args::new();
+        a.p(dst.m.ptr)
+            .i(dst.half as i32)
+            .i(dst.rows as i32)
+            .i(dst_row as i32)
+            .i(ring as i32)
+            .p(src.m.ptr)
+            .i(src_row as i32)
+            .i(n as i32)
+            .i(dst.width as i32);
+        self.launch(
+            "kv_write",
+            (blocks(n * dst.width, 256), 1, 1),
+            256,
+            0,
+            &mut a,
+        )
+    }
+    fn kv_read(&self, k: &CudaKv, row: usize, n: usize) -> Result<Vec<f32>> {
+        ensure!(row + n <= k.rows, "KV read past the store");
+        let o = self.buf(n * k.width)?;
+        let mut a = Args::new();
+        a.p(k.m.ptr)
+            .i(k.half as i32)
+            .i(row as i32)
+            .i(n as i32)
+            .i(k.width as i32)
+            .p(o.m.ptr);
+        self.launch("kv_read", (blocks(o.n, 256), 1, 1), 256, 0, &mut a)?;
+        self.download(&o)
+    }
+
+    fn embed_hc(
+        &self,
+        table: &CudaMat,
+        ids: &CudaIdx,
+        host_ids: &[u32],
+        n_hc: usize,
+    ) -> Result<CudaBuf> {
+        if let Some(&bad) = host_ids.iter().find(|&&i| i as usize >= table.rows) {
+            bail!("token id {bad} outside the vocabulary of {}", table.rows);
+        }
+        let d = table.cols;
+        let out = self.buf(host_ids.len() * n_hc * d)?;
+        let nsub = d.div_ceil(32);
+        let mut a = Args::new();
+        a.i(table.fmt)
+            .p(table.m.ptr)
+            .l(table.d_off)
+            .i(d as i32)
+            .p(ids.m.ptr)
+            .i(host_ids.len() as i32)
+            .i(n_hc as i32)
+            .p(out.m.ptr);
+        self.launch(
+            "dequant_rows_f32",
+            (blocks(host_ids.len() * nsub, 128), 1, 1),
+            128,
+            0,
+            &mut a,
+        )?;
+        Ok(out)
+    }
+
+    fn matmul(&self, w: &CudaMat, x: &CudaBuf, rows: usize) -> Result<CudaBuf> {
+        self.dense(w, x, rows, 1)
+    }
+
+    fn matmul_grouped(
+        &self,
+        w: &CudaMat,
+        x: &CudaBuf,
+        rows: usize,
+        groups: usize,
+    ) -> Result<CudaBuf> {
+        self.dense(w, x, rows, groups)
+    }
+
+    fn rms_norm(&self, x: &mut CudaBuf, width: usize, w: Option<&CudaBuf>, eps: f32) -> Result<()> {
+        let rows = x.n / width.max(1);
+        let mut a = Args::new();
+        a.p(x.m.ptr)
+            .p(x.m.ptr)
+            .i(width as i32)
+            .p(w.map_or(0, |b| b.m.ptr))
+            .f(eps);
+        let bs = if width >= 1024 { 1024 } else { 256 };
+        self.launch("rms_norm", (rows as u32, 1, 1), bs, 0, &mut a)
+    }
+
+    fn rope(
+        &self,
+        x: &mut CudaBuf,
+        heads: usize,
+        head_dim: usize,
+        pos: RopePos<'_, '_, Self>,
+        table: &CudaRope,
+        inverse: bool,
+        precise: bool,
+    ) -> Result<()> {
+        let rows = x.n / (heads * head_dim).max(1);
+        let (dpos, start, step) = match pos {
+            RopePos::Tokens(p) => {
+                ensure!(
+                    p.host.len() == rows,
+                    "RoPE: {} positions for {rows} rows",
+                    p.host.len()
+                );
+                (p.dev.m.ptr, 0, 0)
+            }
+            RopePos::Arith { start, step } => (0, start, step),
+        };
+        let mut a = Args::new();
+        a.p(x.m.ptr)
+            .i(rows as i32)
+            .i(heads as i32)
+            .i(head_dim as i32)
+            .i(table.npairs as i32)
+            .p(dpos)
+            .i(start as i32)
+            .i(step as i32)
+            .p(table.inv32.ptr)
+            .p(table.inv64.ptr)
+            .i(inverse as i32)
+            .i(precise as i32);
+        self.launch(
+            "rope",
+            (blocks(rows * heads * table.npairs, 256), 1, 1),
+            256,
+            0,
+            &mut a,
+        )
+    }
+
+    fn fp8_sim(&self, x: &mut CudaBuf, width: usize, nope: usize) -> Result<()> {
+        let rows = x.n / width.max(1);
+        let mut a = Args::new();
+        a.p(x.m.ptr).i(rows as i32).i(width as i32).i(nope as i32);
+        self.launch(
+            "fp8_sim",
+            (blocks(rows * (nope / 64), 128), 1, 1),
+            128,
+            0,
+            &mut a,
+        )
+    }
+
+    fn f16_round(&self, x: &mut CudaBuf) -> Result<()> {
+        let mut a = Args::new();
+        a.p(x.m.ptr).l(x.n as i64);
+        self.launch("f16_round", (blocks(x.n, 256), 1, 1), 256, 0, &mut a)
+    }
+
+    fn hadamard_fp4(&self, x: &mut CudaBuf, width: usize) -> Result<()> {
+        ensure!(
+            width.is_power_of_two() && (32..=1024).contains(&width),
+            "Hadamard width {width}"
+        );
+        let rows = x.n / width;
+        let scale = (1.0 / (width as f64).sqrt()) as f32;
+        let mut a = Args::new();
+        a.p(x.m.ptr).i(width as i32).f(scale);
+        self.launch(
+            "hadamard_fp4",
+            (rows as u32, 1, 1),
+            width as u32,
+            (width * 4) as u32,
+            &mut a,
+        )
+    }
+
+    fn hc_pre(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        cfg: &Config,
+        fn_: &CudaMat,
+        base: &CudaBuf,
+        scale: &CudaBuf,
+    ) -> Result<(CudaBuf, CudaBuf, CudaBuf)> {
+        let (n, d) = (cfg.n_hc, cfg.dim);
+        let mut normed = self.buf_clone(x)?;
+        self.rms_norm(&mut normed, n * d, None, cfg.rms_eps)?;
+        let mix = self.matmul(fn_, &normed, rows)?;
+        let y = self.buf(rows * d)?;
+        let post = self.buf(rows * n)?;
+        let comb = self.buf(rows * n * n)?;
+        let mut a = Args::new();
+        a.p(mix.m.ptr)
+            .p(base.m.ptr)
+            .p(scale.m.ptr)
+            .p(x.m.ptr)
+            .i(n as i32)
+            .i(d as i32)
+            .i(cfg.sinkhorn_iters as i32)
+            .f(cfg.hc_eps)
+            .p(y.m.ptr)
+            .p(post.m.ptr)
+            .p(comb.m.ptr);
+        self.launch("hc_pre_finish", (rows as u32, 1, 1), 256, 0, &mut a)?;
+        Ok((y, post, comb))
+    }
+
+    fn hc_post(
+        &self,
+        x: &mut CudaBuf,
+        o: &CudaBuf,
+        post: &CudaBuf,
+        comb: &CudaBuf,
+        cfg: &Config,
+    ) -> Result<()> {
+        let (n, d) = (cfg.n_hc, cfg.dim);
+        let rows = x.n / (n * d);
+        let mut a = Args::new();
+        a.p(x.m.ptr)
+            .p(o.m.ptr)
+            .p(post.m.ptr)
+            .p(comb.m.ptr)
+            .i(n as i32)
+            .i(d as i32)
+            .i(rows as i32);
+        self.launch("hc_post", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)
+    }
+
+    fn hc_head(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        cfg: &Config,
+        fn_: &CudaMat,
+        base: &CudaBuf,
+        scale: &CudaBuf,
+    ) -> Result<CudaBuf> {
+        let (n, d) = (cfg.n_hc, cfg.dim);
+        let mut normed = self.buf_clone(x)?;
+        self.rms_norm(&mut normed, n * d, None, cfg.rms_eps)?;
+        let mix = self.matmul(fn_, &normed, rows)?;
+        let y = self.buf(rows * d)?;
+        let mut a = Args::new();
+        a.p(mix.m.ptr)
+            .p(base.m.ptr)
+            .p(scale.m.ptr)
+            .p(x.m.ptr)
+            .i(n as i32)
+            .i(d as i32)
+            .f(cfg.hc_eps)
+            .p(y.m.ptr);
+        self.launch("hc_head_finish", (rows as u32, 1, 1), 256, 0, &mut a)?;
+        Ok(y)
+    }
+
+    fn add(&self, a_: &mut CudaBuf, b: &CudaBuf) -> Result<()> {
+        ensure!(a_.n == b.n, "add of {} and {} values", a_.n, b.n);
+        let mut a = Args::new();
+        a.p(a_.m.ptr).p(b.m.ptr).l(a_.n as i64);
+        self.launch("add_inplace", (blocks(a_.n, 256), 1, 1), 256, 0, &mut a)
+    }
+
+    fn add_row_broadcast(&self, a_: &mut CudaBuf, row: &CudaBuf) -> Result<()> {
+        ensure!(
+            row.n > 0 && a_.n.is_multiple_of(row.n),
+            "broadcast add shape"
+        );
+        let mut a = Args::new();
+        a.p(a_.m.ptr).p(row.m.ptr).i(row.n as i32).l(a_.n as i64);
+        self.launch("add_row_bcast", (blocks(a_.n, 256), 1, 1), 256, 0, &mut a)
+    }
+
+    fn scale(&self, a_: &mut CudaBuf, s: f32) -> Result<()> {
+        let mut a = Args::new();
+        a.p(a_.m.ptr).f(s).l(a_.n as i64);
+        self.launch("scale_inplace", (blocks(a_.n, 256), 1, 1), 256, 0, &mut a)
+    }
+
+    fn add_position_rows(
+        &self,
+        x: &mut CudaBuf,
+        width: usize,
+        table: &CudaBuf,
+        pos: &Pos<'_, Self>,
+    ) -> Result<()> {
+        let rows = x.n / width.max(1);
+        let mut a = Args::new();
+        a.p(x.m.ptr)
+            .i(width as i32)
+            .p(table.m.ptr)
+            .i((table.n / width) as i32)
+            .p(pos.dev.m.ptr)
+            .i(rows as i32);
+        self.launch(
+            "add_position_rows",
+            (blocks(x.n, 256), 1, 1),
+            256,
+            0,
+            &mut a,
+        )
+    }
+
+    fn route(
+        &self,
+        logits: &CudaBuf,
+        rows: usize,
+        n_exp: usize,
+        k: usize,
+        bias: Option<&CudaBuf>,
+        hash: Option<HashRoute<'_, Self>>,
+        scale: f32,
+    ) -> Result<Routing<Self>> {
+        ensure!(logits.n == rows * n_exp, "router logits size");
+        ensure!(
+            n_exp <= 2048 && k <= 16,
+            "router of {n_exp} experts, {k} used"
+        );
+        let ids = self.idx(rows * k)?;
+        let weights = self.buf(rows * k)?;
+        let (table, tokens) = match &hash {
+            Some(h) => (h.table.m.ptr, h.tokens.m.ptr),
+            None => (0, 0),
+        };
+        let mut a = Args::new();
+        a.p(logits.m.ptr)
+            .i(rows as i32)
+            .i(n_exp as i32)
+            .i(k as i32)
+            .p(bias.map_or(0, |b| b.m.ptr))
+            .p(table)
+            .p(tokens)
+            .f(scale)
+            .p(ids.m.ptr)
+            .p(weights.m.ptr);
+        self.launch("route", (blocks(rows, 4), 1, 1), 128, 0, &mut a)?;
+        Ok(Routing { k, ids, weights })
+    }
+
+    fn moe(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        routing: &Routing<Self>,
+        gate: &CudaMat,
+        up: &CudaMat,
+        down: &CudaMat,
+        limit: f32,
+    ) -> Result<CudaBuf> {
+        let d = gate.cols;
+        let f = gate.rows;
+        let k = routing.k;
+        let slots = rows * k;
+        ensure!(x.n == rows * d, "MoE input size");
+        ensure!(
+            gate.mats == up.mats && up.mats == down.mats && down.cols == f,
+            "expert stacks disagree in shape"
+        );
+        let g = self.buf(slots * f)?;
+        let u = self.buf(slots * f)?;
+        let ids = routing.ids.m.ptr;
+        self.mv(gate, ids, x.m.ptr, d, 0, k, 1, g.m.ptr, f, slots)?;
+        self.mv(up, ids, x.m.ptr, d, 0, k, 1, u.m.ptr, f, slots)?;
+        let mid = self.swiglu_k(&g, &u, routing.weights.m.ptr, f, limit)?;
+        let ys = self.buf(slots * d)?;
+        self.mv(down, ids, mid.m.ptr, f, 0, 1, 1, ys.m.ptr, d, slots)?;
+        let out = self.buf(rows * d)?;
+        let mut a = Args::new();
+        a.p(ys.m.ptr)
+            .i(k as i32)
+            .i(d as i32)
+            .i(rows as i32)
+            .p(out.m.ptr);
+        self.launch("sum_slots", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(out)
+    }
+
+    fn swiglu_ffn(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        gate: &CudaMat,
+        up: &CudaMat,
+        down: &CudaMat,
+        limit: f32,
+    ) -> Result<CudaBuf> {
+        let g = self.matmul(gate, x, rows)?;
+        let u = self.matmul(up, x, rows)?;
+        let mid = self.swiglu_k(&g, &u, 0, gate.rows, limit)?;
+        self.matmul(down, &mid, rows)
+    }
+
+    fn argmax(&self, x: &CudaBuf, width: usize) -> Result<Vec<u32>> {
+        ensure!(width > 0 && x.n.is_multiple_of(width), "argmax shape");
+        let rows = x.n / width;
+        let o = self.idx(rows)?;
+        let mut a = Args::new();
+        a.p(x.m.ptr).i(width as i32).p(o.m.ptr);
+        self.launch("argmax_rows", (rows as u32, 1, 1), 1024, 0, &mut a)?;
+        Ok(self
+            .download_idx(&o)?
+            .into_iter()
+            .map(|v| v as u32)
+            .collect())
+    }
+
+    fn compress(
+        &self,
+        ring_kv: &mut CudaBuf,
+        ring_score: &mut CudaBuf,
+        kv: &CudaBuf,
+        score: &CudaBuf,
+        seq: Seq,
+        g: CompGeom,
+    ) -> Result<Option<CudaBuf>> {
+        let in_w = g.in_width();
+        let rr = g.ring_rows();
+        ensure!(
+            ring_kv.n == rr * in_w && ring_score.n == rr * in_w,
+            "compressor frontier size"
+        );
+        ensure!(
+            (seq.row0 + seq.n) * in_w <= kv.n && kv.n == score.n,
+            "compressor input size"
+        );
+        let (w0, count) = g.emitted(seq);
+        let mut out = None;
+        if count > 0 {
+            let o = self.buf(count * g.width)?;
+            let mut a = Args::new();
+            a.p(ring_kv.m.ptr)
+                .p(ring_score.m.ptr)
+                .p(kv.m.ptr)
+                .p(score.m.ptr)
+                .i(seq.row0 as i32)
+                .l(seq.p0 as i64)
+                .i(w0 as i32)
+                .i(count as i32)
+                .i(g.ratio as i32)
+                .i(g.width as i32)
+                .i(g.overlap as i32)
+                .p(o.m.ptr);
+            self.launch(
+                "comp_pool",
+                (blocks(count * g.width, 256), 1, 1),
+                256,
+                0,
+                &mut a,
+            )?;
+            out = Some(o);
+        }
+        let end = seq.p0 + seq.n;
+        let first = end.saturating_sub(rr).max(seq.p0);
+        let n = end - first;
+        if n > 0 {
+            let mut a = Args::new();
+            a.p(ring_kv.m.ptr)
+                .p(ring_score.m.ptr)
+                .p(kv.m.ptr)
+                .p(score.m.ptr)
+                .i(seq.row0 as i32)
+                .l(seq.p0 as i64)
+                .l(first as i64)
+                .i(n as i32)
+                .i(rr as i32)
+                .i(in_w as i32);
+            self.launch(
+                "comp_ring_store",
+                (blocks(n * in_w, 256), 1, 1),
+                256,
+                0,
+                &mut a,
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn indexer_topk(
+        &self,
+        q: &CudaBuf,
+        w: &CudaBuf,
+        rows: &CudaKv,
+        n_rows: usize,
+        seq: Seq,
+        heads: usize,
+        dim: usize,
+        k: usize,
+    ) -> Result<CudaIdx> {
+        ensure!(
+            rows.width == dim && n_rows <= rows.rows,
+            "indexer rows shape"
+        );
+        let ld = n_rows.max(1);
+        let scores = self.buf(seq.n * ld)?;
+        let smem = (heads * (dim + 1) + heads) * 4;
+        ensure!(
+            smem <= 48 * 1024,
+            "indexer query of {heads} x {dim} exceeds shared memory"
+        );
+        let mut a = Args::new();
+        a.p(q.m.ptr)
+            .p(w.m.ptr)
+            .p(rows.m.ptr)
+            .i(rows.half as i32)
+            .i(n_rows as i32)
+            .i(seq.row0 as i32)
+            .l(seq.p0 as i64)
+            .i(heads as i32)
+            .i(dim as i32)
+            .i(ld as i32)
+            .p(scores.m.ptr);
+        self.launch(
+            "idx_scores",
+            (blocks(ld, 32), seq.n as u32, 1),
+            256,
+            smem as u32,
+            &mut a,
+        )?;
+        let out = self.idx(seq.n * k)?;
+        let mut a = Args::new();
+        a.p(scores.m.ptr)
+            .i(ld as i32)
+            .i(n_rows as i32)
+            .l(seq.p0 as i64)
+            .i(k as i32)
+            .p(out.m.ptr);
+        self.launch("idx_topk", (seq.n as u32, 1, 1), 1024, 0, &mut a)?;
+        Ok(out)
+    }
+
+    fn attention(
+        &self,
+        out: &mut CudaBuf,
+        q: &CudaBuf,
+        kv: &CudaBuf,
+        raw: &CudaKv,
+        comp: Option<&CudaKv>,
+        vis: CompVis<'_, Self>,
+        seq: Seq,
+        window: usize,
+        heads: usize,
+        hd: usize,
+        sinks: &CudaBuf,
+        scale: f32,
+    ) -> Result<()> {
+        ensure!(
+            raw.width == hd && raw.rows == window,
+            "raw window store shape"
+        );
+        ensure!(
+            (seq.row0 + seq.n) * heads * hd <= q.n && (seq.row0 + seq.n) * heads * hd <= out.n,
+            "attention buffers too small"
+        );
+        let (mode, ratio, sel, k) = match &vis {
+            CompVis::None => (0, 1, 0, 0),
+            CompVis::All { ratio } => (1, *ratio, 0, 0),
+            CompVis::Selected { sel, k } => (2, 1, sel.m.ptr, *k),
+        };
+        ensure!(mode == 0 || comp.is_some(), "compressed rows missing");
+        let (cptr, chalf) = comp.map_or((0, false), |c| (c.m.ptr, c.half));
+        let mut a = Args::new();
+        a.p(out.m.ptr)
+            .p(q.m.ptr)
+            .p(kv.m.ptr)
+            .p(raw.m.ptr)
+            .i(raw.half as i32)
+            .i(window as i32)
+            .p(cptr)
+            .i(chalf as i32)
+            .i(mode)
+            .i(ratio as i32)
+            .p(sel)
+            .i(k as i32)
+            .i(seq.row0 as i32)
+            .l(seq.p0 as i64)
+            .i(heads as i32);
+        if hd == 512 {
+            a.p(sinks.m.ptr).f(scale);
+            self.launch(
+                "attention512",
+                (seq.n as u32, heads as u32, 1),
+                256,
+                0,
+                &mut a,
+            )
+        } else {
+            ensure!(hd <= 1024, "head dim {hd}");
+            a.i(hd as i32).p(sinks.m.ptr).f(scale);
+            self.launch(
+                "attention_any",
+                (seq.n as u32, heads as u32, 1),
+                128,
+                0,
+                &mut a,
+            )
+        }
+    }
+}
