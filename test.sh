@@ -14,4 +14,13 @@ if ! "$venv/bin/python" -c "import openai, anthropic" >/dev/null 2>&1; then
 fi
 export DS4_SDK_PYTHON="$venv/bin/python"
 
+# Pinned NVRTC (runs without a GPU) so that a test compiles every CUDA kernel for sm_90.
+cvenv="$PWD/target/cuda-venv"
+if ! ls "$cvenv"/lib/python3*/site-packages/nvidia/cu13/lib/libnvrtc.so.13 >/dev/null 2>&1; then
+    python3 -m venv "$cvenv"
+    "$cvenv/bin/pip" install --quiet --disable-pip-version-check -r tools/cuda/requirements.txt
+fi
+nvrtc_lib=$(ls -d "$cvenv"/lib/python3*/site-packages/nvidia/cu13/lib | head -1)
+export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
 cargo test --workspace --release

@@ -11,6 +11,8 @@ pub const DEFAULT_SYSTEM: &str = "You are a helpful assistant";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendName {
+    /// CUDA where a GPU and its driver are present, else the CPU.
+    Auto,
     Cpu,
     Cuda,
     Metal,
@@ -201,7 +203,7 @@ impl Cli {
         }
     }
 
-    /// The single backend requested (CPU when none is named).
+    /// The single backend requested (auto when none is named).
     pub fn backend(&self) -> Result<BackendName, String> {
         let mut named: Vec<BackendName> = Vec::new();
         if self.cpu {
@@ -218,7 +220,7 @@ impl Cli {
         }
         named.dedup();
         match named.as_slice() {
-            [] => Ok(BackendName::Cpu),
+            [] => Ok(BackendName::Auto),
             [b] => Ok(*b),
             _ => Err("more than one backend selected".to_string()),
         }
@@ -283,7 +285,7 @@ mod tests {
         assert_eq!(c.system, DEFAULT_SYSTEM);
         assert_eq!(c.logprobs_top_k, 20);
         assert_eq!(c.think_flag(), ThinkFlag::High);
-        assert_eq!(c.backend(), Ok(BackendName::Cpu));
+        assert_eq!(c.backend(), Ok(BackendName::Auto));
     }
 
     #[test]

@@ -41,11 +41,16 @@ pub fn with_spinner<T: Send>(msg: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// Loads a model file (validated, weights mapped read-only).
-pub fn load_file(path: &Path, numerics: ds4_model::Numerics) -> Result<Loaded> {
+pub fn load_file(
+    path: &Path,
+    numerics: ds4_model::Numerics,
+    backend: ds4_engine::ds4::BackendChoice,
+) -> Result<Loaded> {
     let t0 = Instant::now();
     let opts = LoadOptions {
         numerics,
         mtp: None,
+        backend,
     };
     let msg = format!("ds4: loading {}", path.display());
     let model =

@@ -219,7 +219,7 @@ fn print_summary(loaded: &gen::Loaded) -> Result<()> {
     use ds4_engine::Model;
     let mut out = std::io::stdout().lock();
     writeln!(out, "model: {}", loaded.model.describe())?;
-    let cfg = &loaded.model.inner().cfg;
+    let cfg = &loaded.model.inner().cfg();
     if let Some(p) = &loaded.path {
         let f = ds4_gguf::GgufFile::open(p).with_context(|| format!("opening {}", p.display()))?;
         let weights: u64 = f.tensors().iter().map(|t| t.n_bytes).sum();
@@ -288,15 +288,19 @@ fn run(cli: Cli) -> Result<(), Exit> {
             .map_err(runtime)?;
         return Ok(());
     }
-    match cli.backend().map_err(|e| usage_err(anyhow!(e)))? {
-        BackendName::Cpu => {}
-        b => {
+    let backend = match cli.backend().map_err(|e| usage_err(anyhow!(e)))? {
+        BackendName::Cpu => ds4_engine::ds4::BackendChoice::Cpu,
+        BackendName::Auto => ds4_engine::ds4::BackendChoice::Auto,
+        BackendName::Cuda => {
+            ds4_engine::ds4::require_cuda().map_err(|e| runtime(anyhow!("{e}")))?;
+            ds4_engine::ds4::BackendChoice::Cuda
+        }
+        BackendName::Metal => {
             return Err(runtime(anyhow!(
-                "the {} backend is not available in this build (only --cpu)",
-                format!("{b:?}").to_lowercase()
+                "the metal backend is not available in ds4-rs (use --cuda or --cpu)"
             )))
         }
-    }
+    };
     setup_threads(&cli).map_err(usage_err)?;
     let choice = choose_model(cli.model.as_deref()).map_err(runtime)?;
     let numerics: ds4_model::Numerics = cli.numerics.map(Into::into).unwrap_or_default();
@@ -335,7 +339,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
     let loaded = match &choice {
         ModelChoice::File(path) => {
             memory_check(&cli, path).map_err(runtime)?;
-            let l = gen::load_file(path, numerics).map_err(runtime)?;
+            let l = gen::load_file(path, numerics, backend).map_err(runtime)?;
             if cli.warm_weights {
                 gen::warm_file(path).map_err(runtime)?;
             }

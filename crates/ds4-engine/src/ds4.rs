@@ -9,9 +9,50 @@ use std::sync::Arc;
 use ds4_gguf::layout::Recipe;
 use ds4_gguf::synth::{synth_main_to, SynthConfig};
 use ds4_gguf::GgufFile;
-use ds4_model::{Cpu, GgufSource, Numerics, Want};
+use ds4_model::{Backend, Cpu, Cuda, GgufSource, Numerics, Want};
 
 use crate::{EngineError, Model, Session, Tokenizer};
+
+/// Which backend runs the forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// CUDA where a GPU and its driver are present, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl BackendChoice {
+    /// The concrete backend: `Auto` asks the driver for a GPU.
+    pub fn resolve(self) -> BackendChoice {
+        match self {
+            BackendChoice::Auto if ds4_model::cuda::device_count() > 0 => BackendChoice::Cuda,
+            BackendChoice::Auto => BackendChoice::Cpu,
+            b => b,
+        }
+    }
+}
+
+/// Number of CUDA GPUs the driver sees (0 without a driver).
+pub fn cuda_devices() -> usize {
+    ds4_model::cuda::device_count()
+}
+
+/// The error of `--cuda` where no GPU can be used.
+pub fn require_cuda() -> Result<(), EngineError> {
+    if !ds4_model::cuda::driver_available() {
+        return Err(EngineError::Model(
+            "--cuda: no CUDA driver (libcuda.so) on this machine".to_string(),
+        ));
+    }
+    if cuda_devices() == 0 {
+        return Err(EngineError::Model(
+            "--cuda: the CUDA driver sees no GPU".to_string(),
+        ));
+    }
+    Ok(())
+}
 
 /// How to load a model.
 #[derive(Clone, Debug, Default)]
@@ -20,35 +61,63 @@ pub struct LoadOptions {
     pub numerics: Numerics,
     /// Optional MTP support file.
     pub mtp: Option<std::path::PathBuf>,
+    pub backend: BackendChoice,
 }
 
-/// A loaded DeepSeek V4 Flash model on the CPU backend. Cloning is cheap: the
-/// clones share the weights.
+/// A forward-pass model on one of the backends.
+#[derive(Clone)]
+pub enum AnyModel {
+    Cpu(Arc<ds4_model::Model<Cpu>>),
+    Cuda(Arc<ds4_model::Model<Cuda>>),
+}
+
+impl AnyModel {
+    pub fn cfg(&self) -> &ds4_model::Config {
+        match self {
+            AnyModel::Cpu(m) => &m.cfg,
+            AnyModel::Cuda(m) => &m.cfg,
+        }
+    }
+    pub fn has_mtp(&self) -> bool {
+        match self {
+            AnyModel::Cpu(m) => m.has_mtp(),
+            AnyModel::Cuda(m) => m.has_mtp(),
+        }
+    }
+    pub fn backend_name(&self) -> String {
+        match self {
+            AnyModel::Cpu(m) => m.be.name(),
+            AnyModel::Cuda(m) => m.be.name(),
+        }
+    }
+}
+
+/// A loaded DeepSeek V4 Flash model. Cloning is cheap: the clones share the
+/// weights.
 #[derive(Clone)]
 pub struct Ds4Model {
-    model: Arc<ds4_model::Model<Cpu>>,
+    model: AnyModel,
     numerics: Numerics,
     name: String,
 }
 
 impl Ds4Model {
     /// The underlying forward-pass model.
-    pub fn inner(&self) -> &Arc<ds4_model::Model<Cpu>> {
+    pub fn inner(&self) -> &AnyModel {
         &self.model
     }
 }
 
-struct Ds4Session {
-    model: Arc<ds4_model::Model<Cpu>>,
-    session: ds4_model::Session<Cpu>,
-    numerics: Numerics,
+struct Ds4Session<B: Backend> {
+    model: Arc<ds4_model::Model<B>>,
+    session: ds4_model::Session<B>,
 }
 
 fn model_err(e: anyhow::Error) -> EngineError {
     EngineError::Model(format!("{e:#}"))
 }
 
-impl Session for Ds4Session {
+impl<B: Backend + 'static> Session for Ds4Session<B> {
     fn n_tokens(&self) -> usize {
         self.session.pos()
     }
@@ -63,7 +132,8 @@ impl Session for Ds4Session {
     }
 
     fn reset(&mut self) {
-        self.session = self.model.session(self.numerics);
+        // the preallocated state is kept; only its counters restart
+        self.session.clear();
     }
 
     fn state_bytes(&self) -> usize {
@@ -73,15 +143,21 @@ impl Session for Ds4Session {
 
 impl Model for Ds4Model {
     fn vocab_size(&self) -> usize {
-        self.model.cfg.vocab
+        self.model.cfg().vocab
     }
 
-    fn new_session(&self, _ctx: usize) -> Result<Box<dyn Session>, EngineError> {
-        Ok(Box::new(Ds4Session {
-            model: self.model.clone(),
-            session: self.model.session(self.numerics),
-            numerics: self.numerics,
-        }))
+    fn new_session(&self, ctx: usize) -> Result<Box<dyn Session>, EngineError> {
+        let ctx = ctx.max(1);
+        Ok(match &self.model {
+            AnyModel::Cpu(m) => Box::new(Ds4Session {
+                model: m.clone(),
+                session: m.session_ctx(self.numerics, ctx).map_err(model_err)?,
+            }),
+            AnyModel::Cuda(m) => Box::new(Ds4Session {
+                model: m.clone(),
+                session: m.session_ctx(self.numerics, ctx).map_err(model_err)?,
+            }),
+        })
     }
 
     fn describe(&self) -> String {
@@ -89,13 +165,27 @@ impl Model for Ds4Model {
     }
 }
 
-/// Load a main GGUF (validated; weights stay in the read-only mmap).
+/// Load a main GGUF (validated; on the CPU the weights stay in the
+/// read-only mmap, on CUDA they are uploaded to the GPU).
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Ds4Model, EngineError> {
-    let model = ds4_model::load(Cpu, path, opts.mtp.as_deref()).map_err(model_err)?;
+    let model = match opts.backend.resolve() {
+        BackendChoice::Cuda => {
+            let be = Cuda::open(0).map_err(|e| {
+                EngineError::Model(format!("--cuda: no usable CUDA GPU: {e:#}"))
+            })?;
+            AnyModel::Cuda(Arc::new(
+                ds4_model::load(be, path, opts.mtp.as_deref()).map_err(model_err)?,
+            ))
+        }
+        _ => AnyModel::Cpu(Arc::new(
+            ds4_model::load(Cpu, path, opts.mtp.as_deref()).map_err(model_err)?,
+        )),
+    };
+    let name = format!("{} ({})", path.display(), model.backend_name());
     Ok(Ds4Model {
-        model: Arc::new(model),
+        model,
         numerics: opts.numerics,
-        name: format!("{} (cpu)", path.display()),
+        name,
     })
 }
 
@@ -124,7 +214,7 @@ pub fn demo() -> Result<Ds4Model, EngineError> {
     let src = GgufSource::new(file);
     let model = ds4_model::Model::bind(Cpu, cfg, &src, None).map_err(model_err)?;
     Ok(Ds4Model {
-        model: Arc::new(model),
+        model: AnyModel::Cpu(Arc::new(model)),
         numerics: Numerics::Exact,
         name: "embedded demo model (tiny random weights, real tokenizer: output is noise)"
             .to_string(),

@@ -778,6 +778,18 @@ impl<B: Backend> Session<B> {
     pub fn pos(&self) -> usize {
         self.pos
     }
+    /// Forget every token (the preallocated state is reused: stale ring rows
+    /// are never read, since reads stay behind the positions written since).
+    pub fn clear(&mut self) {
+        self.pos = 0;
+        self.mtp_pos = 0;
+        self.last_hc = None;
+        for l in self.layers.iter_mut().chain(self.mtp_layer.iter_mut()) {
+            for c in [l.comp.as_mut(), l.idx.as_mut()].into_iter().flatten() {
+                c.n = 0;
+            }
+        }
+    }
     /// Positions this session's KV state was allocated for.
     pub fn ctx(&self) -> usize {
         self.ctx

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use ds4_engine::ds4::{demo, load, Ds4Tokenizer, LoadOptions};
+use ds4_engine::ds4::{demo, load, BackendChoice, Ds4Tokenizer, LoadOptions};
 use ds4_engine::{Engine, EngineConfig, Model};
 use ds4_server::{router, AppState, ServerConfig, ALIAS_TARGETS};
 
@@ -58,6 +58,15 @@ struct Args {
     /// Do not replay the exact sampled DSML of earlier tool calls.
     #[arg(long = "disable-exact-dsml-tool-replay")]
     disable_exact_dsml_tool_replay: bool,
+    /// Run on the CUDA GPU (fails with a clear message when there is none).
+    #[arg(long, conflicts_with_all = ["cpu", "backend"])]
+    cuda: bool,
+    /// Run on the CPU.
+    #[arg(long, conflicts_with = "backend")]
+    cpu: bool,
+    /// Backend by name: cpu or cuda (default: cuda where a GPU is present).
+    #[arg(long, value_name = "NAME", value_parser = ["cpu", "cuda"])]
+    backend: Option<String>,
     /// Tool memory size (ids).
     #[arg(long = "tool-memory-max-ids", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     tool_memory_max_ids: u64,
@@ -96,6 +105,16 @@ fn parse_host(h: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("--host {h:?} is not an IP address"))
 }
 
+fn backend_choice(a: &Args) -> BackendChoice {
+    if a.cuda || a.backend.as_deref() == Some("cuda") {
+        BackendChoice::Cuda
+    } else if a.cpu || a.backend.as_deref() == Some("cpu") {
+        BackendChoice::Cpu
+    } else {
+        BackendChoice::Auto
+    }
+}
+
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
@@ -108,10 +127,22 @@ fn run(args: Args) -> Result<(), String> {
     let aliases = parse_aliases(&args.alias)?;
     let ip = parse_host(&args.host)?;
     let ctx = usize::try_from(args.ctx).map_err(|_| "--ctx too large".to_string())?;
+    if backend_choice(&args) == BackendChoice::Cuda {
+        ds4_engine::ds4::require_cuda().map_err(|e| e.to_string())?;
+    }
     let tokenizer = Arc::new(Ds4Tokenizer::embedded());
     let (model, demo): (Box<dyn Model>, bool) = match &args.model {
         Some(p) => (
-            Box::new(load(p, &LoadOptions::default()).map_err(|e| e.to_string())?),
+            Box::new(
+                load(
+                    p,
+                    &LoadOptions {
+                        backend: backend_choice(&args),
+                        ..LoadOptions::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?,
+            ),
             false,
         ),
         None => {

@@ -405,11 +405,11 @@ fn runtime_errors_exit_1() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--cuda", "-m", s(&fx.model), "--prompt-file", p],
-            "cuda backend is not built/available yet",
+            "--cuda: no CUDA",
         ),
         (
             vec!["--backend", "metal", "-m", s(&fx.model), "--prompt-file", p],
-            "metal backend is not built/available yet",
+            "metal backend is not available",
         ),
         (
             vec!["-m", s(&missing), "--prompt-file", p],

@@ -12,7 +12,7 @@
 //! The snapshot is an in-memory deep copy of the session (`Session: Clone`),
 //! taken and dropped outside the timed regions, like ds4.c's snapshot/restore.
 //!
-//! Differences from ds4.c: the CPU is the only backend (and the default);
+//! Differences from ds4.c: backends are cuda and cpu (cuda by default where a GPU is present);
 //! `--numerics exact|official` picks the session numerics; `--demo` uses the
 //! embedded demo model instead of a GGUF file. Usage errors exit with status 2
 //! (as ds4.c), every other failure with 1.
@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ds4_gguf::{GgufFile, Value};
-use ds4_model::{Cpu, GgufSource, Model, Numerics, Session, Want};
+use ds4_model::{Backend, Cpu, Cuda, GgufSource, Model, Numerics, Session, Want};
 use ds4_tokenizer::{Tokenizer, TokenizerData};
 
 const DEFAULT_MODEL: &str = "ds4flash.gguf";
@@ -58,7 +58,8 @@ Model and backend:
   --demo                 Use the embedded demo model (tiny random weights, real
                          tokenizer) instead of a GGUF file.
   --metal | --cuda | --cpu | --backend NAME
-      Select the backend. Only cpu is built in ds4-rs today (the default).
+      Select the backend: cuda or cpu (default: cuda where a GPU and its
+                         driver are present, else cpu; metal does not exist).
   -t, --threads N        CPU threads (rayon pool). Default: all cores.
   --numerics MODE        exact | official (default official).
   --quality              Prefer exact kernels where applicable (no effect on the
@@ -81,6 +82,8 @@ Output:
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BackendKind {
+    /// CUDA where a GPU and its driver are present, else the CPU.
+    Auto,
     Metal,
     Cuda,
     Cpu,
@@ -89,6 +92,7 @@ enum BackendKind {
 impl BackendKind {
     fn name(self) -> &'static str {
         match self {
+            BackendKind::Auto => "auto",
             BackendKind::Metal => "metal",
             BackendKind::Cuda => "cuda",
             BackendKind::Cpu => "cpu",
@@ -167,7 +171,7 @@ fn parse_options(args: &[String]) -> Result<BenchConfig, Stop> {
         chat_prompt_path: None,
         system: DEFAULT_SYSTEM.to_string(),
         csv_path: None,
-        backend: BackendKind::Cpu,
+        backend: BackendKind::Auto,
         threads: None,
         ctx_start: 2048,
         ctx_max: 32768,
@@ -290,8 +294,8 @@ fn frontiers(c: &BenchConfig) -> Vec<usize> {
 }
 
 /// A loaded model and its tokenizer.
-struct Engine {
-    model: Arc<Model<Cpu>>,
+struct Engine<B: Backend> {
+    model: Arc<Model<B>>,
     tok: Tokenizer,
     describe: String,
 }
@@ -393,22 +397,21 @@ fn touch_pages(f: &GgufFile) -> u8 {
     std::hint::black_box(acc)
 }
 
-fn open_engine(c: &BenchConfig) -> Result<Engine> {
-    if c.backend != BackendKind::Cpu {
-        bail!(
-            "the {} backend is not built/available yet in ds4-rs (only cpu exists today; use --cpu)",
-            c.backend.name()
-        );
-    }
-    if c.demo {
-        let m = ds4_engine::ds4::demo().map_err(|e| anyhow!("{e}"))?;
-        let tok = Tokenizer::embedded_v4();
-        return Ok(Engine {
-            model: m.inner().clone(),
-            tok,
-            describe: "embedded demo model (tiny random weights)".to_string(),
-        });
-    }
+/// The demo model on the CPU.
+fn open_demo() -> Result<Engine<Cpu>> {
+    let m = ds4_engine::ds4::demo().map_err(|e| anyhow!("{e}"))?;
+    let tok = Tokenizer::embedded_v4();
+    let ds4_engine::ds4::AnyModel::Cpu(model) = m.inner().clone() else {
+        bail!("the demo model is built on the CPU");
+    };
+    Ok(Engine {
+        model,
+        tok,
+        describe: "embedded demo model (tiny random weights)".to_string(),
+    })
+}
+
+fn open_engine<B: Backend>(c: &BenchConfig, be: B) -> Result<Engine<B>> {
     let path = c
         .model_path
         .clone()
@@ -436,7 +439,7 @@ fn open_engine(c: &BenchConfig) -> Result<Engine> {
         );
     }
     let src = GgufSource::new(f);
-    let model = Model::bind(Cpu, cfg, &src, None)
+    let model = Model::bind(be, cfg, &src, None)
         .with_context(|| format!("{}: binding weights", path.display()))?;
     Ok(Engine {
         model: Arc::new(model),
@@ -469,7 +472,7 @@ fn chat_prompt_tokens(tok: &Tokenizer, system: &str, prompt: &str) -> Result<Vec
 /// Size in bytes of ds4's session payload ("DSV4", spec §2.6) for this state:
 /// header, tokens, next-token logits, per-layer counts, raw rows, compressed rows
 /// and compressor frontiers, indexer rows and frontiers.
-fn payload_bytes(model: &Model<Cpu>, s: &Session<Cpu>, ctx_alloc: usize) -> u64 {
+fn payload_bytes<B: Backend>(model: &Model<B>, s: &Session<B>, ctx_alloc: usize) -> u64 {
     payload_size(
         &model.cfg,
         s.pos(),
@@ -506,7 +509,12 @@ fn payload_size(
 
 /// Extend `s` to `ids[..to]` in chunks of at most PREFILL_CHUNK tokens; returns
 /// the next-token logits. `s` must hold a prefix of `ids` (never more than `to`).
-fn sync(model: &Model<Cpu>, s: &mut Session<Cpu>, ids: &[u32], to: usize) -> Result<Vec<f32>> {
+fn sync<B: Backend>(
+    model: &Model<B>,
+    s: &mut Session<B>,
+    ids: &[u32],
+    to: usize,
+) -> Result<Vec<f32>> {
     let from = s.pos();
     if from >= to {
         bail!("session holds {from} tokens, cannot sync to {to}");
@@ -538,15 +546,38 @@ fn argmax_excluding(logits: &[f32], exclude: u32) -> Option<u32> {
 }
 
 fn run(c: &BenchConfig) -> Result<()> {
+    let kind = match c.backend {
+        BackendKind::Metal => bail!("the metal backend is not available in ds4-rs (use --cuda or --cpu)"),
+        BackendKind::Cuda => {
+            ds4_engine::ds4::require_cuda().map_err(|e| anyhow!("{e}"))?;
+            BackendKind::Cuda
+        }
+        BackendKind::Auto if !c.demo && ds4_engine::ds4::cuda_devices() > 0 => BackendKind::Cuda,
+        BackendKind::Auto => BackendKind::Cpu,
+        BackendKind::Cpu => BackendKind::Cpu,
+    };
     eprintln!(
         "ds4-bench: backend={} threads={} numerics={:?} ctx_alloc={} quality={}",
-        c.backend.name(),
+        kind.name(),
         rayon::current_num_threads(),
         c.numerics,
         c.ctx_alloc,
         c.quality
     );
-    let engine = open_engine(c)?;
+    if c.demo {
+        return run_on(c, open_demo()?);
+    }
+    match kind {
+        BackendKind::Cuda => {
+            let be = Cuda::open(0).map_err(|e| anyhow!("--cuda: {e:#}"))?;
+            eprintln!("ds4-bench: {}", be.describe());
+            run_on(c, open_engine(c, be)?)
+        }
+        _ => run_on(c, open_engine(c, Cpu)?),
+    }
+}
+
+fn run_on<B: Backend>(c: &BenchConfig, engine: Engine<B>) -> Result<()> {
     let model = &*engine.model;
     let eos = engine.tok.eos_id();
 
@@ -592,7 +623,7 @@ fn run(c: &BenchConfig) -> Result<()> {
     .map_err(write_err)?;
     out.flush().map_err(write_err)?;
 
-    let mut live = model.session(c.numerics);
+    let mut live = model.session_ctx(c.numerics, c.ctx_alloc)?;
     let mut previous = 0usize;
     for frontier in frontiers(c) {
         let t0 = Instant::now();
@@ -608,7 +639,7 @@ fn run(c: &BenchConfig) -> Result<()> {
         let (dec, mut next) = if frontier >= c.ctx_max {
             (&mut live, logits)
         } else {
-            copy = live.clone();
+            copy = live.try_clone(&model.be)?;
             (&mut copy, logits)
         };
 
@@ -623,6 +654,7 @@ fn run(c: &BenchConfig) -> Result<()> {
                 .forward(dec, &[token], Want::Last)
                 .with_context(|| format!("decode at frontier {frontier} failed"))?;
         }
+        model.be.sync()?;
         let gen_sec = t1.elapsed().as_secs_f64();
         // "Restore": the copy is dropped at the end of this iteration; `live`
         // still stands at the frontier.
