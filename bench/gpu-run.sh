@@ -20,6 +20,12 @@ if [[ $what == speed || $what == all ]]; then
         echo "== synth full q2 into /dev/shm"
         s=$SECONDS; "$B/ds4-gguf" synth -o /dev/shm/full-q2.gguf --preset full --quant q2 --seed 1 2>&1 | tail -2; echo "synth $((SECONDS - s)) s"
     fi
-    echo "== speed"
-    timeout 400 "$B/gpu_check" speed /dev/shm/full-q2.gguf 2048 8192 2>&1 | tee "$OUT/speed.log"
+    echo "== speed (cold prefill + 32 greedy decode steps)"
+    timeout 300 "$B/gpu_check" speed /dev/shm/full-q2.gguf 2048 8192 2>&1 | tee "$OUT/speed.log"
+fi
+if [[ $what == bench || $what == all ]]; then
+    echo "== ds4-bench --cuda (decode at 2K and 32K)"
+    timeout 400 "$B/ds4-bench" --cuda -m /dev/shm/full-q2.gguf --prompt-file "$B/promessi_sposi.txt" \
+        --ctx-start 2048 --ctx-max 32768 --step-mul 16 --gen-tokens 64 --csv "$OUT/ds4rs-bench.csv" 2>&1 | tail -5
+    cat "$OUT/ds4rs-bench.csv"
 fi

@@ -170,9 +170,8 @@ impl Model for Ds4Model {
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Ds4Model, EngineError> {
     let model = match opts.backend.resolve() {
         BackendChoice::Cuda => {
-            let be = Cuda::open(0).map_err(|e| {
-                EngineError::Model(format!("--cuda: no usable CUDA GPU: {e:#}"))
-            })?;
+            let be = Cuda::open(0)
+                .map_err(|e| EngineError::Model(format!("--cuda: no usable CUDA GPU: {e:#}")))?;
             AnyModel::Cuda(Arc::new(
                 ds4_model::load(be, path, opts.mtp.as_deref()).map_err(model_err)?,
             ))

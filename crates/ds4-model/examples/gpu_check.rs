@@ -94,6 +94,7 @@ fn run<B: Backend>(
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_model(
     r: &mut Report,
     name: &str,
@@ -102,6 +103,7 @@ fn check_model(
     n_pre: usize,
     n_dec: usize,
     bound: f32,
+    min_agree: f32,
 ) {
     let v = cpu.cfg.vocab;
     let ids = tokens(n_pre + n_dec, v, 7);
@@ -109,15 +111,17 @@ fn check_model(
         let want = run(cpu, num, &ids, n_pre, 512);
         let got = run(gpu, num, &ids, n_pre, 512);
         let (rel, agree) = cmp(&got, &want, v);
+        // official numerics round to FP8 / FP4 grids: a last-bit difference
+        // before a rounding step can move a value by one grid step
         let b = if num == Numerics::Official {
-            bound.max(2e-2)
+            bound.max(5e-2)
         } else {
             bound
         };
         let min = if num == Numerics::Official {
-            0.97
+            min_agree.min(0.97)
         } else {
-            0.99
+            min_agree
         };
         r.check(
             &format!("{name} {num:?} prefill {n_pre} + decode {n_dec} vs CPU"),
@@ -137,16 +141,16 @@ fn check_model(
         &format!("{name} GPU chunks of 37 vs one chunk"),
         rel,
         agree,
-        1e-4,
-        0.99,
+        bound,
+        min_agree,
     );
     let (rel, agree) = cmp(&tok, &whole, v);
     r.check(
         &format!("{name} GPU token-by-token vs one chunk"),
         rel,
         agree,
-        1e-4,
-        0.99,
+        bound,
+        min_agree,
     );
     // a batch of 4 sequences at different positions equals each alone
     let lens = [5usize, 33, 130, 257];
@@ -200,6 +204,21 @@ fn synth_model(recipe: Recipe) -> (GgufFile, ds4_model::Config) {
 }
 
 fn correctness() -> usize {
+    let mut fails = 0;
+    // f32-accumulation kernels everywhere, then the cuBLAS f16-operand prefill path
+    for (mode, min_rows, bound, agree) in [
+        ("matvec", "0", 1e-4f32, 0.99f32),
+        ("gemm", "32", 3e-2, 0.95),
+    ] {
+        std::env::set_var("DS4_CUDA_GEMM_MIN", min_rows);
+        println!("== path: {mode} (DS4_CUDA_GEMM_MIN={min_rows})");
+        fails += correctness_path(bound, agree);
+    }
+    println!("{} failed", fails);
+    fails
+}
+
+fn correctness_path(bound: f32, min_agree: f32) -> usize {
     let gpu_be = match Cuda::open(0) {
         Ok(g) => g,
         Err(e) => {
@@ -218,7 +237,7 @@ fn correctness() -> usize {
         let m = tiny::generate(&cfg, seed).unwrap();
         let cpu = Model::bind(Cpu, cfg.clone(), &m.main, None).unwrap();
         let gpu = Model::bind(gpu_be.clone(), cfg.clone(), &m.main, None).unwrap();
-        check_model(&mut r, name, &cpu, &gpu, n_pre, n_dec, 1e-4);
+        check_model(&mut r, name, &cpu, &gpu, n_pre, n_dec, bound, min_agree);
         println!("  ({name}: {:.1} s)", t0.elapsed().as_secs_f64());
     }
     for (name, recipe) in [
@@ -230,9 +249,8 @@ fn correctness() -> usize {
         let src = ds4_model::GgufSource::new(f);
         let cpu = Model::bind(Cpu, cfg.clone(), &src, None).unwrap();
         let gpu = Model::bind(gpu_be.clone(), cfg.clone(), &src, None).unwrap();
-        check_model(&mut r, name, &cpu, &gpu, 200, 64, 1e-4);
+        check_model(&mut r, name, &cpu, &gpu, 200, 64, bound, min_agree);
     }
-    println!("{} passed, {} failed", 0, r.fails);
     r.fails
 }
 

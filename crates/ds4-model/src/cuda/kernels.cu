@@ -1028,3 +1028,63 @@ extern "C" __global__ void attention_any(
         if (c < hd) oh[c] = o[e] / l;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Prefill (GEMM) path: weights decoded to f16 for cuBLAS, activations to f16.
+// ---------------------------------------------------------------------------
+// rows [r0, r0+nrows) of one matrix -> out [nrows, cols] f16. One thread per sub-block.
+extern "C" __global__ void dequant_f16(int fmt, const u8* __restrict__ W, long long d_off,
+                                       int cols, long long r0, long long nrows,
+                                       u16* __restrict__ out) {
+    int nsub = (cols + 31) / 32;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= nrows * nsub) return;
+    long long rr = i / nsub;
+    int sb = (int)(i % nsub);
+    long long r = r0 + rr;
+    long long rb = row_bytes_dev(fmt, cols);
+    const u8* row = W + r * rb;
+    const u8* drow = W + d_off + r * (cols / 32) * 2;
+    float w[32];
+    int n = 32;
+    if (sb * 32 + 32 <= cols) {
+        decode_sub(fmt, row, drow, sb, w);
+    } else {
+        n = cols - sb * 32;
+        for (int c = 0; c < n; c++) w[c] = elem_float(fmt, row, sb * 32 + c);
+    }
+    u16* o = out + rr * cols + sb * 32;
+    for (int c = 0; c < n; c++) o[c] = f2h(w[c]);
+}
+extern "C" __global__ void f32_to_f16(const float* __restrict__ x, long long n, u16* __restrict__ out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = f2h(x[i]);
+}
+// out[j] = f16(x[rows[j] / div]) rows of width `width` (MoE token gather).
+extern "C" __global__ void gather_f16(const float* __restrict__ x, int width, const int* rows,
+                                      int div, int n, u16* __restrict__ out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)n * width) return;
+    int j = (int)(i / width), c = (int)(i % width);
+    out[i] = f2h(x[(long long)(rows[j] / div) * width + c]);
+}
+// slots[rows[j]] = y[j] (width floats).
+extern "C" __global__ void scatter_rows(const float* __restrict__ y, int width, const int* rows,
+                                        int n, float* __restrict__ slots) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)n * width) return;
+    int j = (int)(i / width), c = (int)(i % width);
+    slots[(long long)rows[j] * width + c] = y[i];
+}
+// mid[j] = f16(w[rows[j]] * silu(min(g,l)) * clamp(u,-l,l)); g, u: [n, width]
+extern "C" __global__ void swiglu_f16(const float* g, const float* u, const float* w,
+                                      const int* rows, int width, int n, float limit,
+                                      u16* out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)n * width) return;
+    int j = (int)(i / width);
+    float gc = fminf(g[i], limit);
+    float uc = fminf(fmaxf(u[i], -limit), limit);
+    float s = gc / (1.f + expf(-gc));
+    out[i] = f2h(w[rows[j]] * (s * uc));
+}

@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod dev;
+pub mod gemm;
 
 use crate::backend::{
     Backend, CompGeom, CompVis, HashRoute, Pos, RopePos, RopeTable, Routing, Seq,
@@ -52,6 +53,11 @@ pub const KERNELS: &[&str] = &[
     "idx_topk",
     "attention512",
     "attention_any",
+    "dequant_f16",
+    "f32_to_f16",
+    "gather_f16",
+    "scatter_rows",
+    "swiglu_f16",
 ];
 
 /// Tokens per matvec launch (the kernel's MV_MAX_TOK).
@@ -61,6 +67,17 @@ const MV_TOK: usize = 8;
 #[derive(Clone)]
 pub struct Cuda {
     dev: Arc<Device>,
+    blas: Option<Arc<gemm::Blas>>,
+    /// Batches of at least this many rows take the cuBLAS (f16 operand) path.
+    gemm_min: usize,
+}
+
+/// Rows from which matmuls use cuBLAS (`DS4_CUDA_GEMM_MIN`, 0 = never).
+fn gemm_min() -> usize {
+    match std::env::var("DS4_CUDA_GEMM_MIN") {
+        Ok(v) => v.parse().unwrap_or(32),
+        Err(_) => 32,
+    }
 }
 
 pub struct CudaBuf {
@@ -114,7 +131,12 @@ impl Cuda {
     /// the kernels for its architecture, upload the IQ2_XXS tables.
     pub fn open(ordinal: usize) -> Result<Cuda> {
         let dev = Device::open(ordinal)?;
-        let be = Cuda { dev };
+        let blas = gemm::Blas::new(dev.stream)?.map(Arc::new);
+        let be = Cuda {
+            dev,
+            blas,
+            gemm_min: gemm_min(),
+        };
         be.upload_tables()?;
         Ok(be)
     }
@@ -152,8 +174,15 @@ impl Cuda {
     /// Device name and compute capability.
     pub fn describe(&self) -> String {
         format!(
-            "{} (sm_{}{}, {} SMs)",
-            self.dev.name, self.dev.sm.0, self.dev.sm.1, self.dev.n_sm
+            "{} (sm_{}{}, {} SMs, {})",
+            self.dev.name,
+            self.dev.sm.0,
+            self.dev.sm.1,
+            self.dev.n_sm,
+            match (&self.blas, self.gemm_min) {
+                (Some(_), n) if n > 0 => format!("cuBLAS f16 GEMM from {n} rows"),
+                _ => "matvec kernels only".to_string(),
+            }
         )
     }
 
@@ -239,6 +268,28 @@ impl Cuda {
             x.n
         );
         let y = self.buf(rows * w.rows)?;
+        if let Some(blas) = self.use_gemm(rows) {
+            let wh = self.weights_f16(w, 0)?;
+            let xh = self.to_f16(x)?;
+            let g = groups.max(1);
+            let out_g = w.rows / g;
+            blas.gemm(
+                out_g,
+                rows,
+                w.cols,
+                wh.ptr,
+                w.cols,
+                out_g * w.cols,
+                xh.ptr,
+                in_cols,
+                w.cols,
+                y.m.ptr,
+                w.rows,
+                out_g,
+                g,
+            )?;
+            return Ok(y);
+        }
         let rpg = if groups > 1 { w.rows / groups } else { 0 };
         let mut t = 0;
         while t < rows {
@@ -258,6 +309,170 @@ impl Cuda {
             t += nt;
         }
         Ok(y)
+    }
+
+    fn use_gemm(&self, rows: usize) -> Option<&gemm::Blas> {
+        match &self.blas {
+            Some(b) if self.gemm_min > 0 && rows >= self.gemm_min => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Matrix `e` of `w` decoded to f16 `[rows][cols]`.
+    fn weights_f16(&self, w: &CudaMat, e: usize) -> Result<DevMem> {
+        let n = w.rows * w.cols;
+        let out = DevMem::new(&self.dev, n * 2)?;
+        let nsub = w.cols.div_ceil(32);
+        let mut a = Args::new();
+        a.i(w.fmt)
+            .p(w.m.ptr + (e as i64 * w.mat_bytes) as u64)
+            .l(w.d_off)
+            .i(w.cols as i32)
+            .l(0)
+            .l(w.rows as i64)
+            .p(out.ptr);
+        self.launch(
+            "dequant_f16",
+            (blocks(w.rows * nsub, 256), 1, 1),
+            256,
+            0,
+            &mut a,
+        )?;
+        Ok(out)
+    }
+
+    fn to_f16(&self, x: &CudaBuf) -> Result<DevMem> {
+        let out = DevMem::new(&self.dev, x.n * 2)?;
+        let mut a = Args::new();
+        a.p(x.m.ptr).l(x.n as i64).p(out.ptr);
+        self.launch("f32_to_f16", (blocks(x.n, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(out)
+    }
+
+    /// Routed experts of a prefill batch through cuBLAS: one host read of the
+    /// routing, tokens grouped by expert, one GEMM per expert and matrix.
+    #[allow(clippy::too_many_arguments)]
+    fn moe_gemm(
+        &self,
+        blas: &gemm::Blas,
+        x: &CudaBuf,
+        rows: usize,
+        routing: &Routing<Self>,
+        gate: &CudaMat,
+        up: &CudaMat,
+        down: &CudaMat,
+        limit: f32,
+    ) -> Result<CudaBuf> {
+        let (d, f, k) = (gate.cols, gate.rows, routing.k);
+        let slots = rows * k;
+        let ids = self.download_idx(&routing.ids)?;
+        let mut lists: Vec<Vec<i32>> = vec![Vec::new(); gate.mats];
+        for (s, &e) in ids.iter().enumerate() {
+            ensure!(
+                e >= 0 && (e as usize) < gate.mats,
+                "routing names expert {e}"
+            );
+            lists[e as usize].push(s as i32);
+        }
+        let perm: Vec<i32> = lists.concat();
+        let dperm = self.upload_idx(&perm)?;
+        let xg = DevMem::new(&self.dev, slots * d * 2)?;
+        let mut a = Args::new();
+        a.p(x.m.ptr)
+            .i(d as i32)
+            .p(dperm.m.ptr)
+            .i(k as i32)
+            .i(slots as i32)
+            .p(xg.ptr);
+        self.launch("gather_f16", (blocks(slots * d, 256), 1, 1), 256, 0, &mut a)?;
+        let g = self.buf(slots * f)?;
+        let u = self.buf(slots * f)?;
+        let mut off = 0usize;
+        for (e, l) in lists.iter().enumerate() {
+            let c = l.len();
+            if c == 0 {
+                continue;
+            }
+            for (mat, out) in [(gate, &g), (up, &u)] {
+                let wh = self.weights_f16(mat, e)?;
+                blas.gemm(
+                    f,
+                    c,
+                    d,
+                    wh.ptr,
+                    d,
+                    0,
+                    xg.ptr + (off * d * 2) as u64,
+                    d,
+                    0,
+                    out.m.ptr + (off * f * 4) as u64,
+                    f,
+                    0,
+                    1,
+                )?;
+            }
+            off += c;
+        }
+        let mid = DevMem::new(&self.dev, slots * f * 2)?;
+        let mut a = Args::new();
+        a.p(g.m.ptr)
+            .p(u.m.ptr)
+            .p(routing.weights.m.ptr)
+            .p(dperm.m.ptr)
+            .i(f as i32)
+            .i(slots as i32)
+            .f(limit)
+            .p(mid.ptr);
+        self.launch("swiglu_f16", (blocks(slots * f, 256), 1, 1), 256, 0, &mut a)?;
+        drop((g, u));
+        let yp = self.buf(slots * d)?;
+        let mut off = 0usize;
+        for (e, l) in lists.iter().enumerate() {
+            let c = l.len();
+            if c == 0 {
+                continue;
+            }
+            let wh = self.weights_f16(down, e)?;
+            blas.gemm(
+                d,
+                c,
+                f,
+                wh.ptr,
+                f,
+                0,
+                mid.ptr + (off * f * 2) as u64,
+                f,
+                0,
+                yp.m.ptr + (off * d * 4) as u64,
+                d,
+                0,
+                1,
+            )?;
+            off += c;
+        }
+        let ys = self.buf(slots * d)?;
+        let mut a = Args::new();
+        a.p(yp.m.ptr)
+            .i(d as i32)
+            .p(dperm.m.ptr)
+            .i(slots as i32)
+            .p(ys.m.ptr);
+        self.launch(
+            "scatter_rows",
+            (blocks(slots * d, 256), 1, 1),
+            256,
+            0,
+            &mut a,
+        )?;
+        let out = self.buf(rows * d)?;
+        let mut a = Args::new();
+        a.p(ys.m.ptr)
+            .i(k as i32)
+            .i(d as i32)
+            .i(rows as i32)
+            .p(out.m.ptr);
+        self.launch("sum_slots", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(out)
     }
 
     fn swiglu_k(
@@ -837,6 +1052,9 @@ impl Backend for Cuda {
             gate.mats == up.mats && up.mats == down.mats && down.cols == f,
             "expert stacks disagree in shape"
         );
+        if let Some(blas) = self.use_gemm(rows) {
+            return self.moe_gemm(blas, x, rows, routing, gate, up, down, limit);
+        }
         let g = self.buf(slots * f)?;
         let u = self.buf(slots * f)?;
         let ids = routing.ids.m.ptr;

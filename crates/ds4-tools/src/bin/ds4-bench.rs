@@ -547,7 +547,9 @@ fn argmax_excluding(logits: &[f32], exclude: u32) -> Option<u32> {
 
 fn run(c: &BenchConfig) -> Result<()> {
     let kind = match c.backend {
-        BackendKind::Metal => bail!("the metal backend is not available in ds4-rs (use --cuda or --cpu)"),
+        BackendKind::Metal => {
+            bail!("the metal backend is not available in ds4-rs (use --cuda or --cpu)")
+        }
         BackendKind::Cuda => {
             ds4_engine::ds4::require_cuda().map_err(|e| anyhow!("{e}"))?;
             BackendKind::Cuda
