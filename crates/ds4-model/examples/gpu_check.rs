@@ -267,7 +267,18 @@ fn speed(path: &str, ctxs: &[usize]) {
         total >> 20
     );
     let max = *ctxs.iter().max().unwrap();
-    let ids = tokens(max, m.cfg.vocab, 3);
+    // real text tokens when DS4_PROMPT_FILE names one, else random ids
+    let ids = match std::env::var("DS4_PROMPT_FILE") {
+        Ok(p) => {
+            let text = std::fs::read_to_string(&p).expect("prompt file");
+            let mut v = ds4_tokenizer::Tokenizer::shared_v4().encode(&text);
+            assert!(v.len() >= max, "prompt has {} tokens", v.len());
+            v.truncate(max);
+            println!("prompt: {} tokens of {p}", v.len());
+            v
+        }
+        Err(_) => tokens(max, m.cfg.vocab, 3),
+    };
     for &ctx in ctxs {
         let mut s = m.session_ctx(Numerics::Official, ctx + 64).unwrap();
         let chunk = 2048;
@@ -281,14 +292,29 @@ fn speed(path: &str, ctxs: &[usize]) {
         }
         be.sync().unwrap();
         let pre = t.elapsed().as_secs_f64();
+        for (name, n, ms) in be.profile_report().unwrap().into_iter().take(14) {
+            println!("  prof prefill {ctx}: {name:<18} {n:>7} launches {ms:>9.2} ms");
+        }
+        // one decode step: wall clock against GPU time (host-bound if far apart)
+        let t = Instant::now();
+        let ev = be.timer().unwrap();
+        let l = m.forward(&mut s, &[ids[0]], Want::Last).unwrap();
+        let gpu_ms = be.timer_ms(ev).unwrap();
+        println!(
+            "ctx {ctx}: one decode step: wall {:.2} ms, GPU {gpu_ms:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        let mut tok = argmax(&l) as u32;
         let n_gen = 32;
-        let mut tok = ids[0];
         let t = Instant::now();
         for _ in 0..n_gen {
             let l = m.forward(&mut s, &[tok], Want::Last).unwrap();
             tok = argmax(&l) as u32;
         }
         let dec = t.elapsed().as_secs_f64();
+        for (name, n, ms) in be.profile_report().unwrap().into_iter().take(14) {
+            println!("  prof ctx {ctx}: {name:<18} {n:>7} launches {ms:>9.2} ms");
+        }
         println!(
             "ctx {ctx}: prefill {:.1} tok/s ({ctx} tokens in {pre:.2} s), decode {:.2} tok/s ({n_gen} tokens)",
             ctx as f64 / pre,

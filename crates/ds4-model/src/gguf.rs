@@ -156,9 +156,30 @@ pub fn open_mtp(path: &Path) -> Result<GgufFile> {
     Ok(f)
 }
 
+const GIB: f64 = (1u64 << 30) as f64;
+/// Device workspace reserved for a 2048-token prefill chunk (activations,
+/// f16 weight and activation copies of the GEMM path).
+pub const WORKSPACE_BYTES: u64 = 6 << 30;
+
 /// Load a model onto `be` from a main GGUF (and optionally its MTP file).
 pub fn load<B: Backend>(be: B, path: &Path, mtp: Option<&Path>) -> Result<Model<B>> {
     let (f, cfg) = open_validated(path)?;
+    if let Some(free) = be.mem_free() {
+        // weights as stored (Q8_0 repacked in the same bytes) plus the
+        // prefill workspace; KV is allocated (and checked) per session
+        let weights: u64 = f.tensors().iter().map(|t| t.n_bytes).sum();
+        let work = WORKSPACE_BYTES;
+        let need = weights + work;
+        if need > free as u64 {
+            bail!(
+                "{}: does not fit the GPU: {:.1} GiB of weights + {:.1} GiB of workspace > {:.1} GiB free",
+                path.display(),
+                weights as f64 / GIB,
+                work as f64 / GIB,
+                free as f64 / GIB
+            );
+        }
+    }
     let src = GgufSource::new(f);
     let msrc = match mtp {
         Some(p) => Some(GgufSource::new(open_mtp(p)?)),

@@ -129,6 +129,16 @@ pub trait Backend: Send + Sync + Sized {
     type Rope: Send + Sync;
 
     fn name(&self) -> String;
+    /// Device memory free for weights and state, where the backend has its
+    /// own memory (`None`: host memory, checked by the caller).
+    fn mem_free(&self) -> Option<usize> {
+        None
+    }
+    /// Device time per kernel since the last call, `(name, launches, ms)`,
+    /// when the backend profiles (CUDA with `DS4_CUDA_PROFILE` set).
+    fn profile_report(&self) -> Vec<(String, usize, f64)> {
+        Vec::new()
+    }
 
     // --- binding and transfers -------------------------------------------
     /// Bind a weight tensor (CPU: zero copy; a GPU uploads it).

@@ -39,6 +39,8 @@ pub struct Device {
     pub n_sm: i32,
     funcs: HashMap<String, sys::CUfunction>,
     pub(crate) module: sys::CUmodule,
+    /// Kernel timings (`DS4_CUDA_PROFILE`): name and the events around it.
+    profile: Option<std::sync::Mutex<Vec<(String, sys::CUevent, sys::CUevent)>>>,
 }
 
 // SAFETY: the context, stream and module handles are used only through the
@@ -116,6 +118,8 @@ impl Device {
             n_sm: nsm,
             funcs: HashMap::new(),
             module,
+            profile: std::env::var_os("DS4_CUDA_PROFILE")
+                .map(|_| std::sync::Mutex::new(Vec::new())),
         };
         for f in super::KERNELS {
             let c = CString::new(*f).unwrap();
@@ -218,10 +222,56 @@ impl Device {
             .get(name)
             .with_context(|| format!("kernel {name} is not in the module"))?;
         let mut ptrs = args.ptrs();
+        let prof = self.profile.as_ref();
+        let ev0 = match prof {
+            Some(_) => Some(self.event_now()?),
+            None => None,
+        };
         // SAFETY: the argument list matches the kernel's parameters (each
         // value in its own 8-byte slot, read at its parameter's size).
         unsafe { cu::launch_kernel(f, grid, block, smem, self.stream, &mut ptrs) }
-            .map_err(|e| derr(&format!("launching {name}"), e))
+            .map_err(|e| derr(&format!("launching {name}"), e))?;
+        if let (Some(p), Some(e0)) = (prof, ev0) {
+            let e1 = self.event_now()?;
+            p.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((name.to_string(), e0, e1));
+        }
+        Ok(())
+    }
+
+    fn event_now(&self) -> Result<sys::CUevent> {
+        let e = cu::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+            .map_err(|e| derr("event", e))?;
+        // SAFETY: valid event and stream.
+        unsafe { cu::event::record(e, self.stream) }.map_err(|e| derr("event record", e))?;
+        Ok(e)
+    }
+
+    /// With `DS4_CUDA_PROFILE` set: GPU time per kernel name since the last
+    /// report, `(name, launches, ms)` sorted by time.
+    pub fn profile_report(&self) -> Result<Vec<(String, usize, f64)>> {
+        let Some(p) = &self.profile else {
+            return Ok(Vec::new());
+        };
+        self.sync()?;
+        let list = std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut acc: HashMap<String, (usize, f64)> = HashMap::new();
+        for (n, a, b) in list {
+            // SAFETY: both events were recorded and have completed (synced).
+            let ms = unsafe { cu::event::elapsed(a, b) }.unwrap_or(0.0) as f64;
+            unsafe {
+                let _ = cu::event::destroy(a);
+                let _ = cu::event::destroy(b);
+            }
+            let e = acc.entry(n).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += ms;
+        }
+        let mut v: Vec<(String, usize, f64)> =
+            acc.into_iter().map(|(n, (c, t))| (n, c, t)).collect();
+        v.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal));
+        Ok(v)
     }
 
     /// Allow a kernel more than 48 KB of dynamic shared memory.
@@ -237,6 +287,25 @@ impl Device {
             )
         }
         .map_err(|e| derr("kernel attribute", e))
+    }
+
+    /// Record a timing event now (see [`Device::elapsed_ms`]).
+    pub fn mark(&self) -> Result<sys::CUevent> {
+        self.bind()?;
+        self.event_now()
+    }
+
+    /// GPU milliseconds from `start` to now (synchronises; frees `start`).
+    pub fn elapsed_ms(&self, start: sys::CUevent) -> Result<f64> {
+        let end = self.event_now()?;
+        self.sync()?;
+        // SAFETY: both events recorded on this stream and complete.
+        let ms = unsafe { cu::event::elapsed(start, end) }.map_err(|e| derr("event time", e))?;
+        unsafe {
+            let _ = cu::event::destroy(start);
+            let _ = cu::event::destroy(end);
+        }
+        Ok(ms as f64)
     }
 
     pub fn mem_info(&self) -> (usize, usize) {

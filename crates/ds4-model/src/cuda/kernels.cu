@@ -230,23 +230,34 @@ extern "C" __global__ void __launch_bounds__(256) matvec(
 #pragma unroll
     for (int t = 0; t < MV_MAX_TOK; t++) acc[t] = 0.f;
     int nsub = cols / 32;
-    float w[32];
-    for (int sb = lane; sb < nsub; sb += 32) {
-        decode_sub(fmt, row, drow, sb, w);
+    float wa[32], wb[32];
+    // two sub-blocks per iteration: both decodes' loads are in flight together
+    for (int sb = lane; sb < nsub; sb += 64) {
+        int sb2 = sb + 32;
+        bool two = sb2 < nsub;
+        decode_sub(fmt, row, drow, sb, wa);
+        decode_sub(fmt, row, drow, two ? sb2 : sb, wb);
 #pragma unroll
         for (int t = 0; t < MV_MAX_TOK; t++) {
             if (t < ntok) {
                 const float4* xp = (const float4*)(xb + (long long)t * x_stride + sb * 32);
-                float a = 0.f;
+                const float4* xq = (const float4*)(xb + (long long)t * x_stride + (two ? sb2 : sb) * 32);
+                float a = 0.f, b = 0.f;
 #pragma unroll
                 for (int i = 0; i < 8; i++) {
                     float4 v = xp[i];
-                    a = fmaf(w[4 * i], v.x, a);
-                    a = fmaf(w[4 * i + 1], v.y, a);
-                    a = fmaf(w[4 * i + 2], v.z, a);
-                    a = fmaf(w[4 * i + 3], v.w, a);
+                    a = fmaf(wa[4 * i], v.x, a);
+                    a = fmaf(wa[4 * i + 1], v.y, a);
+                    a = fmaf(wa[4 * i + 2], v.z, a);
+                    a = fmaf(wa[4 * i + 3], v.w, a);
+                    float4 u = xq[i];
+                    b = fmaf(wb[4 * i], u.x, b);
+                    b = fmaf(wb[4 * i + 1], u.y, b);
+                    b = fmaf(wb[4 * i + 2], u.z, b);
+                    b = fmaf(wb[4 * i + 3], u.w, b);
                 }
                 acc[t] += a;
+                if (two) acc[t] += b;
             }
         }
     }
@@ -260,6 +271,118 @@ extern "C" __global__ void __launch_bounds__(256) matvec(
         if (t < ntok) {
             float s = warp_sum(acc[t]);
             if (lane == 0) yb[(long long)t * y_stride + r] = s;
+        }
+    }
+}
+
+// Few rows (router, HC mixes): one block per row, the 8 warps split the
+// sub-blocks, block reduction. Dense only.
+extern "C" __global__ void __launch_bounds__(256) matvec_splitk(
+    int fmt, const u8* __restrict__ W, long long d_off, int rows, int cols,
+    const float* __restrict__ x, long long x_stride, int ntok, float* __restrict__ y,
+    long long y_stride) {
+    __shared__ float part[8][MV_MAX_TOK];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int r = blockIdx.x;
+    long long rb = row_bytes_dev(fmt, cols);
+    const u8* row = W + (long long)r * rb;
+    const u8* drow = W + d_off + (long long)r * (cols / 32) * 2;
+    float acc[MV_MAX_TOK];
+#pragma unroll
+    for (int t = 0; t < MV_MAX_TOK; t++) acc[t] = 0.f;
+    int nsub = cols / 32;
+    float w[32];
+    for (int sb = threadIdx.x; sb < nsub; sb += 256) {
+        decode_sub(fmt, row, drow, sb, w);
+#pragma unroll
+        for (int t = 0; t < MV_MAX_TOK; t++) {
+            if (t < ntok) {
+                const float4* xp = (const float4*)(x + (long long)t * x_stride + sb * 32);
+                float a = 0.f;
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    float4 v = xp[i];
+                    a = fmaf(w[4 * i], v.x, a);
+                    a = fmaf(w[4 * i + 1], v.y, a);
+                    a = fmaf(w[4 * i + 2], v.z, a);
+                    a = fmaf(w[4 * i + 3], v.w, a);
+                }
+                acc[t] += a;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < MV_MAX_TOK; t++) {
+        float s = warp_sum(acc[t]);
+        if (lane == 0) part[warp][t] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < ntok) {
+        float s = 0.f;
+        for (int w2 = 0; w2 < 8; w2++) s += part[w2][threadIdx.x];
+        y[(long long)threadIdx.x * y_stride + r] = s;
+    }
+}
+
+// Q8_0 ([qs | d] layout), dense rows: each lane reads 16 quants (one uint4)
+// per step, four steps in flight, fully coalesced across the warp.
+extern "C" __global__ void __launch_bounds__(256) matvec_q8(
+    const u8* __restrict__ W, long long d_off, int rows, int cols, const float* __restrict__ x,
+    long long x_stride, int rows_per_group, int ntok, float* __restrict__ y, long long y_stride) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int r = blockIdx.x * 8 + warp;
+    if (r >= rows) return;
+    const uint4* qrow = (const uint4*)(W + (long long)r * cols);
+    const u16* drow = (const u16*)(W + d_off) + (long long)r * (cols / 32);
+    const float* xb = x;
+    if (rows_per_group > 0) xb += (long long)(r / rows_per_group) * cols;
+    float acc[MV_MAX_TOK];
+#pragma unroll
+    for (int t = 0; t < MV_MAX_TOK; t++) acc[t] = 0.f;
+    int nch = cols / 16;
+    for (int c0 = lane; c0 < nch; c0 += 128) {
+        uint4 q[4];
+        float d[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int c = c0 + 32 * u;
+            int cc = c < nch ? c : c0;
+            q[u] = qrow[cc];
+            d[u] = c < nch ? h2f(drow[cc >> 1]) : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int c = c0 + 32 * u;
+            if (c >= nch) break;
+            float w[16];
+            u32 a[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) w[4 * j + b] = (float)(i8)((a[j] >> (8 * b)) & 0xff) * d[u];
+#pragma unroll
+            for (int t = 0; t < MV_MAX_TOK; t++) {
+                if (t < ntok) {
+                    const float4* xp = (const float4*)(xb + (long long)t * x_stride + c * 16);
+                    float s = 0.f;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        float4 v = xp[i];
+                        s = fmaf(w[4 * i], v.x, s);
+                        s = fmaf(w[4 * i + 1], v.y, s);
+                        s = fmaf(w[4 * i + 2], v.z, s);
+                        s = fmaf(w[4 * i + 3], v.w, s);
+                    }
+                    acc[t] += s;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < MV_MAX_TOK; t++) {
+        if (t < ntok) {
+            float s = warp_sum(acc[t]);
+            if (lane == 0) y[(long long)t * y_stride + r] = s;
         }
     }
 }
@@ -316,17 +439,19 @@ extern "C" __global__ void dequant_rows_f32(int fmt, const u8* __restrict__ W, l
     long long rb = row_bytes_dev(fmt, cols);
     const u8* row = W + (long long)r * rb;
     const u8* drow = W + d_off + (long long)r * (cols / 32) * 2;
-    float w[32];
-    int n = 32;
-    if (sb * 32 + 32 <= cols) {
-        decode_sub(fmt, row, drow, sb, w);
-    } else {
-        n = cols - sb * 32;
-        for (int c = 0; c < n; c++) w[c] = elem_float(fmt, row, sb * 32 + c);
+    if (sb * 32 + 32 > cols) {
+        for (int rep = 0; rep < reps; rep++) {
+            float* o = out + ((long long)rr * reps + rep) * cols;
+            for (int c = sb * 32; c < cols; c++) o[c] = elem_float(fmt, row, c);
+        }
+        return;
     }
+    float w[32];
+    decode_sub(fmt, row, drow, sb, w);
     for (int rep = 0; rep < reps; rep++) {
         float* o = out + ((long long)rr * reps + rep) * cols + sb * 32;
-        for (int c = 0; c < n; c++) o[c] = w[c];
+#pragma unroll
+        for (int c = 0; c < 32; c++) o[c] = w[c];
     }
 }
 
@@ -499,26 +624,66 @@ extern "C" __global__ void hc_pre_finish(const float* mix, const float* base, co
         for (int s = 0; s < n; s++) pre_s[s] = sigmoidf_(mx[s] * scale[0] + base[s]) + eps;
         for (int s = 0; s < n; s++) post[t * n + s] = 2.f * sigmoidf_(mx[n + s] * scale[1] + base[n + s]);
         for (int i = 0; i < n * n; i++) c[i] = mx[2 * n + i] * scale[2] + base[2 * n + i];
-        for (int j = 0; j < n; j++) {
-            float* rw = c + j * n;
-            float mm = -INFINITY;
-            for (int k = 0; k < n; k++) mm = fmaxf(mm, rw[k]);
-            float sm = 0.f;
-            for (int k = 0; k < n; k++) { rw[k] = expf(rw[k] - mm); sm += rw[k]; }
-            for (int k = 0; k < n; k++) rw[k] = rw[k] / sm + eps;
-        }
-        for (int it = 0; it < iters; it++) {
-            if (it > 0) {
-                for (int j = 0; j < n; j++) {
+        if (n == 4) {
+            // same operations as the generic loop, in registers
+            float r[16];
+#pragma unroll
+            for (int i = 0; i < 16; i++) r[i] = c[i];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float mm = -INFINITY;
+#pragma unroll
+                for (int k = 0; k < 4; k++) mm = fmaxf(mm, r[4 * j + k]);
+                float sm = 0.f;
+#pragma unroll
+                for (int k = 0; k < 4; k++) { r[4 * j + k] = expf(r[4 * j + k] - mm); sm += r[4 * j + k]; }
+#pragma unroll
+                for (int k = 0; k < 4; k++) r[4 * j + k] = r[4 * j + k] / sm + eps;
+            }
+            for (int it = 0; it < iters; it++) {
+                if (it > 0) {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        float sm = 0.f;
+#pragma unroll
+                        for (int k = 0; k < 4; k++) sm += r[4 * j + k];
+#pragma unroll
+                        for (int k = 0; k < 4; k++) r[4 * j + k] /= sm + eps;
+                    }
+                }
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
                     float sm = 0.f;
-                    for (int k = 0; k < n; k++) sm += c[j * n + k];
-                    for (int k = 0; k < n; k++) c[j * n + k] /= sm + eps;
+#pragma unroll
+                    for (int j = 0; j < 4; j++) sm += r[4 * j + k];
+#pragma unroll
+                    for (int j = 0; j < 4; j++) r[4 * j + k] /= sm + eps;
                 }
             }
-            for (int k = 0; k < n; k++) {
+#pragma unroll
+            for (int i = 0; i < 16; i++) c[i] = r[i];
+        } else {
+            for (int j = 0; j < n; j++) {
+                float* rw = c + j * n;
+                float mm = -INFINITY;
+                for (int k = 0; k < n; k++) mm = fmaxf(mm, rw[k]);
                 float sm = 0.f;
-                for (int j = 0; j < n; j++) sm += c[j * n + k];
-                for (int j = 0; j < n; j++) c[j * n + k] /= sm + eps;
+                for (int k = 0; k < n; k++) { rw[k] = expf(rw[k] - mm); sm += rw[k]; }
+                for (int k = 0; k < n; k++) rw[k] = rw[k] / sm + eps;
+            }
+            for (int it = 0; it < iters; it++) {
+                if (it > 0) {
+                    for (int j = 0; j < n; j++) {
+                        float sm = 0.f;
+                        for (int k = 0; k < n; k++) sm += c[j * n + k];
+                        for (int k = 0; k < n; k++) c[j * n + k] /= sm + eps;
+                    }
+                }
+                for (int k = 0; k < n; k++) {
+                    float sm = 0.f;
+                    for (int j = 0; j < n; j++) sm += c[j * n + k];
+                    for (int j = 0; j < n; j++) c[j * n + k] /= sm + eps;
+                }
             }
         }
         for (int i = 0; i < n * n; i++) comb[(long long)t * n * n + i] = c[i];
@@ -554,11 +719,16 @@ extern "C" __global__ void hc_post(float* x, const float* o, const float* post, 
     if (i >= (long long)rows * d) return;
     int t = (int)(i / d), c = (int)(i % d);
     float old[16];
-    for (int j = 0; j < n; j++) old[j] = x[((long long)t * n + j) * d + c];
+#pragma unroll
+    for (int j = 0; j < 16; j++) old[j] = j < n ? x[((long long)t * n + j) * d + c] : 0.f;
     float ov = o[(long long)t * d + c];
-    for (int k = 0; k < n; k++) {
+#pragma unroll
+    for (int k = 0; k < 16; k++) {
+        if (k >= n) break;
         float acc = post[t * n + k] * ov;
-        for (int j = 0; j < n; j++) acc += comb[(long long)t * n * n + j * n + k] * old[j];
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+            if (j < n) acc += comb[(long long)t * n * n + j * n + k] * old[j];
         x[((long long)t * n + k) * d + c] = acc;
     }
 }
@@ -571,26 +741,30 @@ __device__ __forceinline__ float softplusf_(float z) {
     if (z < -20.f) return expf(z);
     return log1pf(expf(z));
 }
-// One warp per token. logits [rows, n_exp] (n_exp <= 1024). table/tokens for hash routing.
+// One warp per token (4 per block); scores staged in shared memory.
+// logits [rows, n_exp] (n_exp <= 2048); table/tokens for hash routing.
 extern "C" __global__ void route(const float* logits, int rows, int n_exp, int k,
                                  const float* bias, const int* table, const int* tokens,
                                  float scale, int* ids, float* weights) {
-    int t = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+    __shared__ float sh[4][2048];
+    int wq = threadIdx.x >> 5;
+    int t = blockIdx.x * 4 + wq;
     int lane = threadIdx.x & 31;
     if (t >= rows) return;
     const float* l = logits + (long long)t * n_exp;
+    float* sc = sh[wq];
     int sel[16];
     if (table) {
         for (int j = 0; j < k; j++) sel[j] = table[(long long)tokens[t] * k + j];
     } else {
-        unsigned long long taken[32];
-        for (int w = 0; w < 32; w++) taken[w] = 0ull;
-        for (int j = 0; j < k; j++) {
+        for (int e = lane; e < n_exp; e += 32) sc[e] = sqrtf(softplusf_(l[e])) + (bias ? bias[e] : 0.f);
+        __syncwarp();
+        for (int j = 0; j < 16; j++) {
+            if (j >= k) break;
             float best = -INFINITY;
             int bi = 0x7fffffff;
             for (int e = lane; e < n_exp; e += 32) {
-                if ((taken[e >> 6] >> (e & 63)) & 1ull) continue;
-                float v = sqrtf(softplusf_(l[e])) + (bias ? bias[e] : 0.f);
+                float v = sc[e];
                 if (v > best || (v == best && e < bi)) { best = v; bi = e; }
             }
             for (int o = 16; o > 0; o >>= 1) {
@@ -600,7 +774,9 @@ extern "C" __global__ void route(const float* logits, int rows, int n_exp, int k
             }
             if (bi == 0x7fffffff) bi = 0;
             sel[j] = bi;
-            taken[bi >> 6] |= 1ull << (bi & 63);
+            __syncwarp();
+            if (lane == 0) sc[bi] = -INFINITY;
+            __syncwarp();
         }
     }
     if (lane == 0) {
@@ -968,6 +1144,71 @@ extern "C" __global__ void __launch_bounds__(256) attention512(
     }
 }
 
+// Prefill form: block = (token, 8 heads), warp w = head 8*blockIdx.y + w over
+// all visible rows (the 8 warps read the same rows: L1 hits).
+extern "C" __global__ void __launch_bounds__(256) attention512_h8(
+    float* out, const float* q, const float* kv, const void* raw, int raw_half, int window,
+    const void* comp, int comp_half, int vis_mode, int ratio, const int* sel, int k,
+    int row0, long long p0, int heads, const float* sinks, float scale) {
+    const int hd = 512;
+    int i = blockIdx.x;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int h = blockIdx.y * 8 + warp;
+    if (h >= heads) return;
+    int t = row0 + i;
+    long long p = p0 + i;
+    long long lo = p + 1 - window;
+    if (lo < 0) lo = 0;
+    int nr = (int)(p - lo + 1);
+    int nc = 0;
+    if (vis_mode == 1) nc = (int)((p + 1) / ratio);
+    else if (vis_mode == 2) nc = k;
+    float qv[16];
+    load_row512(q + ((long long)t * heads + h) * hd, 0, qv, lane);
+    float m = sinks[h], l = 1.f;
+    float o[16];
+#pragma unroll
+    for (int j = 0; j < 16; j++) o[j] = 0.f;
+    float v[16];
+    for (int j = 0; j < nr + nc; j++) {
+        const float* rf = 0;
+        const u16* rh = 0;
+        if (j < nr) {
+            long long qq = lo + j;
+            if (qq >= p0) rf = kv + (long long)(row0 + (qq - p0)) * hd;
+            else if (raw_half) rh = (const u16*)raw + (qq % window) * hd;
+            else rf = (const float*)raw + (qq % window) * hd;
+        } else {
+            int c = j - nr;
+            if (vis_mode == 2) {
+                c = sel[(long long)i * k + c];
+                if (c < 0) continue;
+            }
+            if (comp_half) rh = (const u16*)comp + (long long)c * hd;
+            else rf = (const float*)comp + (long long)c * hd;
+        }
+        load_row512(rf, rh, v, lane);
+        float d = 0.f;
+#pragma unroll
+        for (int e = 0; e < 16; e++) d = fmaf(qv[e], v[e], d);
+        float s = warp_sum(d) * scale;
+        float mn = fmaxf(m, s);
+        float corr = expf(m - mn);
+        float ps = expf(s - mn);
+        l = l * corr + ps;
+#pragma unroll
+        for (int e = 0; e < 16; e++) o[e] = o[e] * corr + ps * v[e];
+        m = mn;
+    }
+    float* oh = out + ((long long)t * heads + h) * hd;
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+        float4 r;
+        r.x = o[4 * c] / l; r.y = o[4 * c + 1] / l; r.z = o[4 * c + 2] / l; r.w = o[4 * c + 3] / l;
+        *(float4*)(oh + c * 128 + lane * 4) = r;
+    }
+}
+
 // Scalar attention for any head_dim (tiny models). Block = (token, head), one
 // thread block of 128 threads processes rows sequentially.
 extern "C" __global__ void attention_any(
@@ -1045,16 +1286,29 @@ extern "C" __global__ void dequant_f16(int fmt, const u8* __restrict__ W, long l
     long long rb = row_bytes_dev(fmt, cols);
     const u8* row = W + r * rb;
     const u8* drow = W + d_off + r * (cols / 32) * 2;
-    float w[32];
-    int n = 32;
-    if (sb * 32 + 32 <= cols) {
-        decode_sub(fmt, row, drow, sb, w);
-    } else {
-        n = cols - sb * 32;
-        for (int c = 0; c < n; c++) w[c] = elem_float(fmt, row, sb * 32 + c);
-    }
     u16* o = out + rr * cols + sb * 32;
-    for (int c = 0; c < n; c++) o[c] = f2h(w[c]);
+    if (sb * 32 + 32 > cols) {
+        // float-format row tail: element by element (no register array)
+        for (int c = sb * 32; c < cols; c++) o[c - sb * 32] = f2h(elem_float(fmt, row, c));
+        return;
+    }
+    float w[32];
+    decode_sub(fmt, row, drow, sb, w);
+    if ((cols % 8) == 0) {
+        uint4* o4 = (uint4*)o;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint4 v;
+            v.x = (u32)f2h(w[8 * i]) | ((u32)f2h(w[8 * i + 1]) << 16);
+            v.y = (u32)f2h(w[8 * i + 2]) | ((u32)f2h(w[8 * i + 3]) << 16);
+            v.z = (u32)f2h(w[8 * i + 4]) | ((u32)f2h(w[8 * i + 5]) << 16);
+            v.w = (u32)f2h(w[8 * i + 6]) | ((u32)f2h(w[8 * i + 7]) << 16);
+            o4[i] = v;
+        }
+    } else {
+#pragma unroll
+        for (int c = 0; c < 32; c++) o[c] = f2h(w[c]);
+    }
 }
 extern "C" __global__ void f32_to_f16(const float* __restrict__ x, long long n, u16* __restrict__ out) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;

@@ -25,6 +25,8 @@ pub use dev::{device_count, driver_available};
 /// Every kernel the backend launches (looked up once at start).
 pub const KERNELS: &[&str] = &[
     "matvec",
+    "matvec_q8",
+    "matvec_splitk",
     "matvec_scalar",
     "repack_q8_0",
     "dequant_rows_f32",
@@ -53,6 +55,7 @@ pub const KERNELS: &[&str] = &[
     "idx_topk",
     "attention512",
     "attention_any",
+    "attention512_h8",
     "dequant_f16",
     "f32_to_f16",
     "gather_f16",
@@ -186,6 +189,20 @@ impl Cuda {
         )
     }
 
+    /// GPU time per kernel since the last call (`DS4_CUDA_PROFILE` set).
+    pub fn profile_report(&self) -> Result<Vec<(String, usize, f64)>> {
+        self.dev.profile_report()
+    }
+
+    /// Start a GPU-time measurement.
+    pub fn timer(&self) -> Result<cudarc::driver::sys::CUevent> {
+        self.dev.mark()
+    }
+    /// GPU milliseconds since `t` (synchronises).
+    pub fn timer_ms(&self, t: cudarc::driver::sys::CUevent) -> Result<f64> {
+        self.dev.elapsed_ms(t)
+    }
+
     /// `(free, total)` device memory in bytes.
     pub fn mem_info(&self) -> (usize, usize) {
         self.dev.mem_info()
@@ -231,6 +248,20 @@ impl Cuda {
         slots: usize,
     ) -> Result<()> {
         let scalar = !w.cols.is_multiple_of(32) || !x_stride.is_multiple_of(4);
+        if mat_ids == 0 && !scalar && rows_per_group == 0 && w.rows < 512 && w.mats == 1 {
+            let mut a = Args::new();
+            a.i(w.fmt)
+                .p(w.m.ptr)
+                .l(w.d_off)
+                .i(w.rows as i32)
+                .i(w.cols as i32)
+                .p(x)
+                .l(x_stride as i64)
+                .i(ntok as i32)
+                .p(y)
+                .l(y_stride as i64);
+            return self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a);
+        }
         let name = if scalar { "matvec_scalar" } else { "matvec" };
         ensure!(
             slots <= 65535,
@@ -309,6 +340,22 @@ impl Cuda {
             t += nt;
         }
         Ok(y)
+    }
+
+    /// Unweighted RMSNorm of every `width` row of `x` into a new buffer.
+    fn rms_to(&self, x: &CudaBuf, width: usize, eps: f32) -> Result<CudaBuf> {
+        let o = self.buf(x.n)?;
+        let mut a = Args::new();
+        a.p(x.m.ptr).p(o.m.ptr).i(width as i32).p(0).f(eps);
+        let bs = if width >= 1024 { 1024 } else { 256 };
+        self.launch(
+            "rms_norm",
+            ((x.n / width.max(1)) as u32, 1, 1),
+            bs,
+            0,
+            &mut a,
+        )?;
+        Ok(o)
     }
 
     fn use_gemm(&self, rows: usize) -> Option<&gemm::Blas> {
@@ -506,6 +553,14 @@ impl Backend for Cuda {
 
     fn name(&self) -> String {
         format!("cuda: {}", self.describe())
+    }
+
+    fn mem_free(&self) -> Option<usize> {
+        Some(self.mem_info().0)
+    }
+
+    fn profile_report(&self) -> Vec<(String, usize, f64)> {
+        self.dev.profile_report().unwrap_or_default()
     }
 
     fn bind(&self, t: &TensorData) -> Result<CudaMat> {
@@ -880,8 +935,7 @@ impl Backend for Cuda {
         scale: &CudaBuf,
     ) -> Result<(CudaBuf, CudaBuf, CudaBuf)> {
         let (n, d) = (cfg.n_hc, cfg.dim);
-        let mut normed = self.buf_clone(x)?;
-        self.rms_norm(&mut normed, n * d, None, cfg.rms_eps)?;
+        let normed = self.rms_to(x, n * d, cfg.rms_eps)?;
         let mix = self.matmul(fn_, &normed, rows)?;
         let y = self.buf(rows * d)?;
         let post = self.buf(rows * n)?;
@@ -933,8 +987,7 @@ impl Backend for Cuda {
         scale: &CudaBuf,
     ) -> Result<CudaBuf> {
         let (n, d) = (cfg.n_hc, cfg.dim);
-        let mut normed = self.buf_clone(x)?;
-        self.rms_norm(&mut normed, n * d, None, cfg.rms_eps)?;
+        let normed = self.rms_to(x, n * d, cfg.rms_eps)?;
         let mix = self.matmul(fn_, &normed, rows)?;
         let y = self.buf(rows * d)?;
         let mut a = Args::new();
@@ -1273,7 +1326,11 @@ impl Backend for Cuda {
             .i(seq.row0 as i32)
             .l(seq.p0 as i64)
             .i(heads as i32);
-        if hd == 512 {
+        if hd == 512 && seq.n >= 16 {
+            a.p(sinks.m.ptr).f(scale);
+            let g = heads.div_ceil(8) as u32;
+            self.launch("attention512_h8", (seq.n as u32, g, 1), 256, 0, &mut a)
+        } else if hd == 512 {
             a.p(sinks.m.ptr).f(scale);
             self.launch(
                 "attention512",

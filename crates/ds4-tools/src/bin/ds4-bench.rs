@@ -632,6 +632,11 @@ fn run_on<B: Backend>(c: &BenchConfig, engine: Engine<B>) -> Result<()> {
         let logits = sync(model, &mut live, &prompt, frontier)
             .with_context(|| format!("prefill to {frontier} failed"))?;
         let prefill_sec = t0.elapsed().as_secs_f64();
+        for (name, n, ms) in model.be.profile_report().into_iter().take(12) {
+            eprintln!(
+                "ds4-bench: prof prefill {frontier}: {name:<18} {n:>7} launches {ms:>9.2} ms"
+            );
+        }
         let prefill_tokens = frontier - previous;
         let kv_bytes = payload_bytes(model, &live, c.ctx_alloc);
 
