@@ -290,13 +290,14 @@ impl Device {
     }
 
     /// Record a timing event now (see [`Device::elapsed_ms`]).
-    pub fn mark(&self) -> Result<sys::CUevent> {
+    pub fn mark(&self) -> Result<GpuMark> {
         self.bind()?;
-        self.event_now()
+        Ok(GpuMark(self.event_now()?))
     }
 
     /// GPU milliseconds from `start` to now (synchronises; frees `start`).
-    pub fn elapsed_ms(&self, start: sys::CUevent) -> Result<f64> {
+    pub fn elapsed_ms(&self, start: GpuMark) -> Result<f64> {
+        let start = start.0;
         let end = self.event_now()?;
         self.sync()?;
         // SAFETY: both events recorded on this stream and complete.
@@ -315,6 +316,9 @@ impl Device {
         cu::mem_get_info().unwrap_or((0, 0))
     }
 }
+
+/// A recorded timing event of the device's stream.
+pub struct GpuMark(sys::CUevent);
 
 /// Kernel arguments, each in an 8-byte slot (little-endian: an i32 or f32
 /// parameter reads the slot's first 4 bytes).

@@ -195,11 +195,11 @@ impl Cuda {
     }
 
     /// Start a GPU-time measurement.
-    pub fn timer(&self) -> Result<cudarc::driver::sys::CUevent> {
+    pub fn timer(&self) -> Result<dev::GpuMark> {
         self.dev.mark()
     }
     /// GPU milliseconds since `t` (synchronises).
-    pub fn timer_ms(&self, t: cudarc::driver::sys::CUevent) -> Result<f64> {
+    pub fn timer_ms(&self, t: dev::GpuMark) -> Result<f64> {
         self.dev.elapsed_ms(t)
     }
 
