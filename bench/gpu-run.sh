@@ -1,31 +1,39 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark of the CUDA backend in one run on the GPU
-# machine. Binaries are built on the CPU machine and carried in .carry/
-# (stripped copies of target/release/{examples/gpu_check,ds4-gguf,ds4-bench}).
-# Usage: bench/gpu-run.sh [correctness|speed|all]
-set -uo pipefail
-what=${1:-all}
+# machine (bench/RESULTS.md records its output). Binaries are built on the CPU
+# machine and carried in .carry/ (stripped copies of
+# target/release/{examples/gpu_check,ds4-gguf,ds4-bench}) with the prompt text
+# .carry/promessi_sposi.txt (shared/data/bench/). A peer's ds4-bench binary,
+# built by hand, is run side by side when DS4C_BENCH names it.
+# Usage: OUT=dir bench/gpu-run.sh
+set -u
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export DS4_KERNEL_CACHE=${DS4_KERNEL_CACHE:-/tmp/ds4-kernels}
 B=${DS4_BIN:-.carry}
 OUT=${OUT:-/tmp/ds4-out}
+M=/dev/shm/full-q2.gguf
+P=$B/promessi_sposi.txt
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export DS4_KERNEL_CACHE=/tmp/ds4-kernels
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
-if [[ $what == correctness || $what == all ]]; then
-    echo "== correctness (CUDA vs CPU, tiny models)"
-    timeout 400 "$B/gpu_check" correctness 2>&1 | tee "$OUT/correctness.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+[[ -s $M ]] || ("$B/ds4-gguf" synth -o $M --preset full --quant q2 --seed 1 > "$OUT/synth.log" 2>&1) &
+echo "== correctness: CUDA vs CPU on tiny models (matvec path, then cuBLAS path)"
+timeout 150 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
+grep -c PASS "$OUT/correctness.log"; grep FAIL "$OUT/correctness.log"
+wait
+echo "== ds4-rs: cold prefill 2K / 8K, decode (real text tokens)"
+DS4_PROMPT_FILE=$P timeout 120 "$B/gpu_check" speed $M 2048 8192 2>&1 | tee "$OUT/speed.log"
+if [[ -n ${DS4C_BENCH:-} ]]; then
+    echo "== peer: ds4.c CUDA (weights copied to VRAM)"
+    DS4_CUDA_COPY_MODEL=1 timeout 150 "$DS4C_BENCH" --cuda -m $M --prompt-file $P --ctx-start 2048 \
+        --ctx-max 32768 --step-mul 16 --gen-tokens 64 --csv "$OUT/ds4c-decode.csv" > "$OUT/ds4c-decode.log" 2>&1
+    cat "$OUT/ds4c-decode.csv"
+    DS4_CUDA_COPY_MODEL=1 timeout 80 "$DS4C_BENCH" --cuda -m $M --prompt-file $P --ctx-start 8192 \
+        --ctx-max 8192 --gen-tokens 16 --csv "$OUT/ds4c-pp8k.csv" > "$OUT/ds4c-pp8k.log" 2>&1
+    cat "$OUT/ds4c-pp8k.csv"
 fi
-if [[ $what == speed || $what == all ]]; then
-    if [[ ! -s /dev/shm/full-q2.gguf ]]; then
-        echo "== synth full q2 into /dev/shm"
-        s=$SECONDS; "$B/ds4-gguf" synth -o /dev/shm/full-q2.gguf --preset full --quant q2 --seed 1 2>&1 | tail -2; echo "synth $((SECONDS - s)) s"
-    fi
-    echo "== speed (cold prefill + 32 greedy decode steps)"
-    timeout 300 "$B/gpu_check" speed /dev/shm/full-q2.gguf 2048 8192 2>&1 | tee "$OUT/speed.log"
-fi
-if [[ $what == bench || $what == all ]]; then
-    echo "== ds4-bench --cuda (decode at 2K and 32K)"
-    timeout 400 "$B/ds4-bench" --cuda -m /dev/shm/full-q2.gguf --prompt-file "$B/promessi_sposi.txt" \
-        --ctx-start 2048 --ctx-max 32768 --step-mul 16 --gen-tokens 64 --csv "$OUT/ds4rs-bench.csv" 2>&1 | tail -5
-    cat "$OUT/ds4rs-bench.csv"
-fi
+echo "== ds4-rs: decode at 32K"
+DS4_PROMPT_FILE=$P timeout 100 "$B/gpu_check" speed $M 32768 2>&1 | tee "$OUT/speed32k.log"
+echo "== ds4-rs: ds4-bench --cuda at 2K with the kernel profile"
+DS4_CUDA_PROFILE=1 timeout 80 "$B/ds4-bench" --cuda -m $M --prompt-file $P --ctx-start 2048 --ctx-max 2048 \
+    --gen-tokens 16 --csv "$OUT/ds4rs-bench.csv" > "$OUT/ds4rs-bench.log" 2>&1
+grep prof "$OUT/ds4rs-bench.log" | head -14; cat "$OUT/ds4rs-bench.csv"
