@@ -200,10 +200,22 @@ fn prompt_text(cli: &Cli) -> Result<Option<String>> {
     Ok(None)
 }
 
-fn memory_check(cli: &Cli, path: &Path) -> Result<()> {
+/// ds4.c's host memory check before loading. On the CUDA backend the weights
+/// and context go to device memory, which the CUDA loader checks itself
+/// (with the numbers) before copying anything, so host RAM is not checked.
+fn memory_check(cli: &Cli, path: &Path, backend: ds4_engine::ds4::BackendChoice) -> Result<()> {
+    use ds4_engine::ds4::BackendChoice;
     let est = memcheck::estimate(path, cli.ctx)?;
-    eprintln!("{}", memcheck::describe_context(&est, "cpu"));
-    if cli.no_mem_check {
+    let gpu = match backend {
+        BackendChoice::Cuda => true,
+        BackendChoice::Auto => ds4_engine::ds4::cuda_devices() > 0,
+        BackendChoice::Cpu => false,
+    };
+    eprintln!(
+        "{}",
+        memcheck::describe_context(&est, if gpu { "cuda" } else { "cpu" })
+    );
+    if cli.no_mem_check || gpu {
         return Ok(());
     }
     match memcheck::read_available() {
@@ -321,7 +333,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
         let ids = dump::parse_ids(&text, tok.vocab_size())
             .with_context(|| format!("{}", ids_file.display()))
             .map_err(runtime)?;
-        memory_check(&cli, path).map_err(runtime)?;
+        memory_check(&cli, path, backend).map_err(runtime)?;
         dump::dump_logits(path, &ids, numerics, out).map_err(runtime)?;
         eprintln!(
             "ds4: wrote logits of {} positions to {}",
@@ -338,7 +350,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
 
     let loaded = match &choice {
         ModelChoice::File(path) => {
-            memory_check(&cli, path).map_err(runtime)?;
+            memory_check(&cli, path, backend).map_err(runtime)?;
             let l = gen::load_file(path, numerics, backend).map_err(runtime)?;
             if cli.warm_weights {
                 gen::warm_file(path).map_err(runtime)?;
