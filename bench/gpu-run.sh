@@ -2,10 +2,12 @@
 # Every GPU check and benchmark of the CUDA backend in one run on the GPU
 # machine (bench/RESULTS.md records its output). Binaries are built on the CPU
 # machine and carried in .carry/ (stripped copies of
-# target/release/{examples/gpu_check,ds4-gguf,ds4-bench}) with the prompt text
+# target/release/{examples/gpu_check,ds4-gguf,ds4-bench,ds4-server,ds4}) with the prompt text
 # .carry/promessi_sposi.txt (shared/data/bench/). A peer's ds4-bench binary,
 # built by hand, is run side by side when DS4C_BENCH names it.
-# Usage: OUT=dir bench/gpu-run.sh
+# Usage: OUT=dir bench/gpu-run.sh            (everything)
+#        OUT=dir MODE=diag bench/gpu-run.sh   (matvec micro-benchmark, decode with the
+#        old and new matvec kernels, one decode step under ncu)
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export DS4_KERNEL_CACHE=${DS4_KERNEL_CACHE:-/tmp/ds4-kernels}
@@ -16,6 +18,22 @@ P=$B/promessi_sposi.txt
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 [[ -s $M ]] || ("$B/ds4-gguf" synth -o $M --preset full --quant q2 --seed 1 > "$OUT/synth.log" 2>&1) &
+if [[ ${MODE:-} == diag ]]; then
+    echo "== correctness: CUDA vs CPU on tiny models"
+    timeout 150 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
+    grep -c PASS "$OUT/correctness.log"; grep FAIL "$OUT/correctness.log"
+    wait
+    echo "== matvec micro-benchmark (decode shapes, random weights, CPU reference)"
+    timeout 200 "$B/gpu_check" mvbench 2>&1 | tee "$OUT/mvbench.log"
+    echo "== ds4-rs decode at 2K, new matvec kernels, then the old ones"
+    DS4_MV_AB=1 DS4_PROMPT_FILE=$P timeout 150 "$B/gpu_check" speed $M 2048 2>&1 | tee "$OUT/speed-ab.log"
+    echo "== one decode step under ncu (per-kernel GPU time)"
+    DS4_NCU_STEP=1 DS4_PROMPT_FILE=$P timeout 240 ncu --profile-from-start off --clock-control none \
+        --metrics gpu__time_duration.sum --csv --print-units base "$B/gpu_check" speed $M 2048 \
+        > "$OUT/ncu-step.csv" 2> "$OUT/ncu-step.err"
+    echo "ncu rc $? rows $(wc -l < "$OUT/ncu-step.csv")"
+    exit 0
+fi
 echo "== correctness: CUDA vs CPU on tiny models (matvec path, then cuBLAS path)"
 timeout 150 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
 grep -c PASS "$OUT/correctness.log"; grep FAIL "$OUT/correctness.log"
@@ -37,3 +55,14 @@ echo "== ds4-rs: ds4-bench --cuda at 2K with the kernel profile"
 DS4_CUDA_PROFILE=1 timeout 80 "$B/ds4-bench" --cuda -m $M --prompt-file $P --ctx-start 2048 --ctx-max 2048 \
     --gen-tokens 16 --csv "$OUT/ds4rs-bench.csv" > "$OUT/ds4rs-bench.log" 2>&1
 grep prof "$OUT/ds4rs-bench.log" | head -14; cat "$OUT/ds4rs-bench.csv"
+echo "== ds4-server --cuda on the full-shape file: one streaming chat request"
+"$B/ds4-server" --cuda -m $M --port 8123 -c 8192 > "$OUT/server.log" 2>&1 &
+SP=$!
+for _ in $(seq 1 150); do curl -sf localhost:8123/health > /dev/null 2>&1 && break; sleep 1; done
+curl -sN --max-time 60 localhost:8123/v1/chat/completions -H 'content-type: application/json' \
+    -d '{"model":"deepseek-v4-flash","messages":[{"role":"user","content":"Say hello."}],"stream":true,"max_tokens":16}' \
+    > "$OUT/server-stream.txt"
+echo "stream events: $(grep -c '^data:' "$OUT/server-stream.txt")"; head -c 400 "$OUT/server-stream.txt"; echo
+kill $SP; wait $SP 2> /dev/null; grep -i -m3 "cuda\|backend" "$OUT/server.log"
+echo "== ds4 --cuda one-shot on the full-shape file"
+timeout 150 "$B/ds4" --cuda -m $M -p "Say hello." -n 16 > "$OUT/cli.log" 2>&1; echo "rc $?"; tail -c 400 "$OUT/cli.log"; echo

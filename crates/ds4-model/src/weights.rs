@@ -68,6 +68,12 @@ impl TensorData {
         })
     }
 
+    /// A tensor over an owned byte buffer (tests, benchmarks).
+    pub fn from_bytes(bytes: Vec<u8>, ty: GgmlType, dims: Vec<usize>) -> Result<TensorData> {
+        let len = bytes.len();
+        TensorData::new(Arc::new(BytesOwner(bytes)), 0, len, ty, dims)
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.owner.bytes()[self.off..self.off + self.len]
     }

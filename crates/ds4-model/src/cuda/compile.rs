@@ -8,7 +8,13 @@ use std::ffi::CString;
 use std::path::PathBuf;
 
 /// The kernel sources (one translation unit).
-pub const SOURCE: &str = include_str!("kernels.cu");
+pub const SOURCE: &str = concat!(
+    include_str!("kernels/common.cu"),
+    include_str!("kernels/matvec.cu"),
+    include_str!("kernels/ops.cu"),
+    include_str!("kernels/attention.cu"),
+    include_str!("kernels/gemm.cu"),
+);
 
 /// Whether an NVRTC library can be loaded on this machine.
 pub fn nvrtc_available() -> bool {

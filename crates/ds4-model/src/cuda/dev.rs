@@ -41,7 +41,30 @@ pub struct Device {
     pub(crate) module: sys::CUmodule,
     /// Kernel timings (`DS4_CUDA_PROFILE`): name and the events around it.
     profile: Option<std::sync::Mutex<Vec<(String, sys::CUevent, sys::CUevent)>>>,
+    /// Host nanoseconds spent waiting for the stream (downloads, syncs): the
+    /// rest of a forward's wall time is the host enqueueing work.
+    pub sync_wait_ns: std::sync::atomic::AtomicU64,
+    /// Freed activation buffers by exact size, reused by later allocations
+    /// of that size (one stream, so reuse is ordered after every earlier use);
+    /// a decode step allocates the same sizes every step, so after the first
+    /// step no allocation reaches the driver.
+    cache: std::sync::Mutex<BufCache>,
+    /// Host nanoseconds inside cuLaunchKernel, and launches (see `host_stats`).
+    launch_ns: std::sync::atomic::AtomicU64,
+    launches: std::sync::atomic::AtomicU64,
 }
+
+/// See [`Device::cache`].
+#[derive(Default)]
+struct BufCache {
+    free: HashMap<usize, Vec<sys::CUdeviceptr>>,
+    bytes: usize,
+}
+
+/// Buffers up to this size are cached when freed ...
+const CACHE_MAX_BUF: usize = 256 << 20;
+/// ... while the cache holds less than this.
+const CACHE_MAX_TOTAL: usize = 4 << 30;
 
 // SAFETY: the context, stream and module handles are used only through the
 // driver API, which is thread-safe; every call makes the context current first.
@@ -120,6 +143,10 @@ impl Device {
             module,
             profile: std::env::var_os("DS4_CUDA_PROFILE")
                 .map(|_| std::sync::Mutex::new(Vec::new())),
+            sync_wait_ns: std::sync::atomic::AtomicU64::new(0),
+            cache: std::sync::Mutex::new(BufCache::default()),
+            launch_ns: std::sync::atomic::AtomicU64::new(0),
+            launches: std::sync::atomic::AtomicU64::new(0),
         };
         for f in super::KERNELS {
             let c = CString::new(*f).unwrap();
@@ -143,25 +170,75 @@ impl Device {
     }
 
     pub fn alloc(&self, bytes: usize) -> Result<sys::CUdeviceptr> {
+        let bytes = bytes.max(4);
+        if bytes <= CACHE_MAX_BUF {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = c.free.get_mut(&bytes).and_then(|v| v.pop()) {
+                c.bytes -= bytes;
+                return Ok(p);
+            }
+        }
         self.bind()?;
         // SAFETY: stream is valid; memory is uninitialised (callers write or zero it).
-        unsafe { cu::malloc_async(self.stream, bytes.max(4)) }.map_err(|e| {
-            let (free, total) = cu::mem_get_info().unwrap_or((0, 0));
-            anyhow::anyhow!(
-                "GPU out of memory allocating {bytes} bytes ({} MiB free of {} MiB): {e:?}",
-                free >> 20,
-                total >> 20
-            )
-        })
+        match unsafe { cu::malloc_async(self.stream, bytes) } {
+            Ok(p) => Ok(p),
+            Err(_) => {
+                // give the cached buffers back and try once more
+                self.trim_cache();
+                // SAFETY: as above.
+                unsafe { cu::malloc_async(self.stream, bytes) }.map_err(|e| {
+                    let (free, total) = cu::mem_get_info().unwrap_or((0, 0));
+                    anyhow::anyhow!(
+                        "GPU out of memory allocating {bytes} bytes ({} MiB free of {} MiB): {e:?}",
+                        free >> 20,
+                        total >> 20
+                    )
+                })
+            }
+        }
     }
 
-    pub fn free(&self, p: sys::CUdeviceptr) {
+    pub fn free(&self, p: sys::CUdeviceptr, bytes: usize) {
+        let bytes = bytes.max(4);
+        if bytes <= CACHE_MAX_BUF {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if c.bytes + bytes <= CACHE_MAX_TOTAL {
+                c.bytes += bytes;
+                c.free.entry(bytes).or_default().push(p);
+                return;
+            }
+        }
+        self.free_now(p);
+    }
+
+    fn free_now(&self, p: sys::CUdeviceptr) {
         if self.bind().is_ok() {
             // SAFETY: p came from alloc on this stream and is freed once.
             unsafe {
                 let _ = cu::free_async(p, self.stream);
             }
         }
+    }
+
+    /// Free every cached buffer (stream-ordered).
+    pub fn trim_cache(&self) {
+        let list = {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            c.bytes = 0;
+            std::mem::take(&mut c.free)
+        };
+        for p in list.into_values().flatten() {
+            self.free_now(p);
+        }
+    }
+
+    /// `(launches, host seconds inside cuLaunchKernel)` so far.
+    pub fn host_stats(&self) -> (u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.launches.load(Relaxed),
+            self.launch_ns.load(Relaxed) as f64 / 1e9,
+        )
     }
 
     pub fn memset0(&self, p: sys::CUdeviceptr, bytes: usize) -> Result<()> {
@@ -186,7 +263,9 @@ impl Device {
         // SAFETY: src holds n values of T; synchronised before returning.
         unsafe {
             cu::memcpy_dtoh_async(&mut v, src, self.stream).map_err(|e| derr("download", e))?;
+            let t = std::time::Instant::now();
             cu::stream::synchronize(self.stream).map_err(|e| derr("download sync", e))?;
+            self.count_wait(t);
         }
         Ok(v)
     }
@@ -200,8 +279,33 @@ impl Device {
 
     pub fn sync(&self) -> Result<()> {
         self.bind()?;
+        let t = std::time::Instant::now();
         // SAFETY: valid stream.
-        unsafe { cu::stream::synchronize(self.stream) }.map_err(|e| derr("kernel execution", e))
+        unsafe { cu::stream::synchronize(self.stream) }.map_err(|e| derr("kernel execution", e))?;
+        self.count_wait(t);
+        Ok(())
+    }
+
+    fn count_wait(&self, since: std::time::Instant) {
+        self.sync_wait_ns.fetch_add(
+            since.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Start (`true`) or stop the range an external profiler (`ncu
+    /// --profile-from-start off`) records.
+    pub fn profiler_range(&self, on: bool) -> Result<()> {
+        self.bind()?;
+        // SAFETY: plain driver calls on the current context.
+        let r = unsafe {
+            if on {
+                sys::cuProfilerStart()
+            } else {
+                sys::cuProfilerStop()
+            }
+        };
+        r.result().map_err(|e| derr("profiler range", e))
     }
 
     /// Launch kernel `name` with the packed arguments.
@@ -227,10 +331,17 @@ impl Device {
             Some(_) => Some(self.event_now()?),
             None => None,
         };
+        let t = std::time::Instant::now();
         // SAFETY: the argument list matches the kernel's parameters (each
         // value in its own 8-byte slot, read at its parameter's size).
         unsafe { cu::launch_kernel(f, grid, block, smem, self.stream, &mut ptrs) }
             .map_err(|e| derr(&format!("launching {name}"), e))?;
+        self.launch_ns.fetch_add(
+            t.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.launches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let (Some(p), Some(e0)) = (prof, ev0) {
             let e1 = self.event_now()?;
             p.lock()
@@ -313,7 +424,9 @@ impl Device {
         if self.bind().is_err() {
             return (0, 0);
         }
-        cu::mem_get_info().unwrap_or((0, 0))
+        let (free, total) = cu::mem_get_info().unwrap_or((0, 0));
+        let cached = self.cache.lock().map_or(0, |c| c.bytes);
+        (free + cached, total)
     }
 }
 
@@ -381,6 +494,6 @@ impl DevMem {
 
 impl Drop for DevMem {
     fn drop(&mut self) {
-        self.dev.free(self.ptr);
+        self.dev.free(self.ptr, self.bytes);
     }
 }

@@ -1,13 +1,15 @@
 //! The CUDA backend: weights resident in device memory, every op a kernel of
-//! `kernels.cu` (compiled by NVRTC at start, cached on disk), no host round
+//! `kernels/*.cu` (compiled by NVRTC at start, cached on disk), no host round
 //! trip inside a forward pass except the logits the caller downloads.
 //!
 //! Built without the CUDA toolkit: the driver and NVRTC are loaded at run
 //! time, so [`Cuda::open`] on a machine without a GPU returns an error.
 
+pub mod bench;
 pub mod compile;
 pub mod dev;
 pub mod gemm;
+mod matmul;
 
 use crate::backend::{
     Backend, CompGeom, CompVis, HashRoute, Pos, RopePos, RopeTable, Routing, Seq,
@@ -28,6 +30,16 @@ pub const KERNELS: &[&str] = &[
     "matvec_q8",
     "matvec_splitk",
     "matvec_scalar",
+    "mvc_1_1",
+    "mvc_2_1",
+    "mvc_4_1",
+    "mvc_8_1",
+    "mvc_1_8",
+    "mvc_2_8",
+    "mvc_4_8",
+    "mvc_8_8",
+    "mvx_iq2",
+    "mvx_q2k",
     "repack_q8_0",
     "dequant_rows_f32",
     "rms_norm",
@@ -74,6 +86,13 @@ pub struct Cuda {
     /// Batches of at least this many rows take the cuBLAS (f16 operand) path.
     gemm_min: usize,
 }
+
+/// `DS4_CUDA_MV=old` (or [`Cuda::set_matvec_old`]): the one-warp-per-row
+/// matvec for every format, the chunked kernels off (A/B runs).
+static MV_OLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// [`Cuda::set_attention_generic`]: the generic attention kernel for every
+/// head size (the reference the 512-wide kernels are checked against).
+static ATT_ANY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Rows from which matmuls use cuBLAS (`DS4_CUDA_GEMM_MIN`, 0 = never).
 fn gemm_min() -> usize {
@@ -140,6 +159,9 @@ impl Cuda {
             blas,
             gemm_min: gemm_min(),
         };
+        if std::env::var("DS4_CUDA_MV").is_ok_and(|v| v == "old") {
+            Cuda::set_matvec_old(true);
+        }
         be.upload_tables()?;
         Ok(be)
     }
@@ -204,6 +226,34 @@ impl Cuda {
     }
 
     /// `(free, total)` device memory in bytes.
+    /// Host seconds spent waiting for the GPU so far (see [`dev::Device::sync_wait_ns`]).
+    pub fn sync_wait_s(&self) -> f64 {
+        self.dev
+            .sync_wait_ns
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e9
+    }
+
+    /// `(kernel launches, host seconds inside cuLaunchKernel)` so far.
+    pub fn host_stats(&self) -> (u64, f64) {
+        self.dev.host_stats()
+    }
+
+    /// Use the generic attention kernel for every head size (process-wide).
+    pub fn set_attention_generic(on: bool) {
+        ATT_ANY.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Use the one-warp-per-row matvec kernels only (process-wide).
+    pub fn set_matvec_old(on: bool) {
+        MV_OLD.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`dev::Device::profiler_range`].
+    pub fn profiler_range(&self, on: bool) -> Result<()> {
+        self.dev.profiler_range(on)
+    }
+
     pub fn mem_info(&self) -> (usize, usize) {
         self.dev.mem_info()
     }
@@ -230,296 +280,6 @@ impl Cuda {
         a: &mut Args,
     ) -> Result<()> {
         self.dev.launch(name, grid, (block, 1, 1), smem, a)
-    }
-
-    /// y rows for `ntok` tokens (dense) or `slots` slots (mat_ids given).
-    #[allow(clippy::too_many_arguments)]
-    fn mv(
-        &self,
-        w: &CudaMat,
-        mat_ids: CUdeviceptr,
-        x: CUdeviceptr,
-        x_stride: usize,
-        rows_per_group: usize,
-        x_div: usize,
-        ntok: usize,
-        y: CUdeviceptr,
-        y_stride: usize,
-        slots: usize,
-    ) -> Result<()> {
-        let scalar = !w.cols.is_multiple_of(32) || !x_stride.is_multiple_of(4);
-        if mat_ids == 0 && !scalar && rows_per_group == 0 && w.rows < 512 && w.mats == 1 {
-            let mut a = Args::new();
-            a.i(w.fmt)
-                .p(w.m.ptr)
-                .l(w.d_off)
-                .i(w.rows as i32)
-                .i(w.cols as i32)
-                .p(x)
-                .l(x_stride as i64)
-                .i(ntok as i32)
-                .p(y)
-                .l(y_stride as i64);
-            return self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a);
-        }
-        let name = if scalar { "matvec_scalar" } else { "matvec" };
-        ensure!(
-            slots <= 65535,
-            "{slots} expert slots in one launch (limit 65535)"
-        );
-        let mut a = Args::new();
-        a.i(w.fmt)
-            .p(w.m.ptr)
-            .l(w.mat_bytes)
-            .l(w.d_off)
-            .p(mat_ids)
-            .i(w.rows as i32)
-            .i(w.cols as i32)
-            .p(x)
-            .l(x_stride as i64)
-            .i(rows_per_group as i32)
-            .i(x_div.max(1) as i32)
-            .i(ntok as i32)
-            .p(y)
-            .l(y_stride as i64);
-        self.launch(
-            name,
-            (blocks(w.rows, 8), slots.max(1) as u32, 1),
-            256,
-            0,
-            &mut a,
-        )
-    }
-
-    fn dense(&self, w: &CudaMat, x: &CudaBuf, rows: usize, groups: usize) -> Result<CudaBuf> {
-        let in_cols = w.cols * groups.max(1);
-        ensure!(
-            x.n == rows * in_cols,
-            "matmul input of {} values for {rows} rows of {in_cols}",
-            x.n
-        );
-        let y = self.buf(rows * w.rows)?;
-        if let Some(blas) = self.use_gemm(rows) {
-            let wh = self.weights_f16(w, 0)?;
-            let xh = self.to_f16(x)?;
-            let g = groups.max(1);
-            let out_g = w.rows / g;
-            blas.gemm(
-                out_g,
-                rows,
-                w.cols,
-                wh.ptr,
-                w.cols,
-                out_g * w.cols,
-                xh.ptr,
-                in_cols,
-                w.cols,
-                y.m.ptr,
-                w.rows,
-                out_g,
-                g,
-            )?;
-            return Ok(y);
-        }
-        let rpg = if groups > 1 { w.rows / groups } else { 0 };
-        let mut t = 0;
-        while t < rows {
-            let nt = (rows - t).min(MV_TOK);
-            self.mv(
-                w,
-                0,
-                x.m.ptr + (t * in_cols * 4) as u64,
-                in_cols,
-                rpg,
-                1,
-                nt,
-                y.m.ptr + (t * w.rows * 4) as u64,
-                w.rows,
-                1,
-            )?;
-            t += nt;
-        }
-        Ok(y)
-    }
-
-    /// Unweighted RMSNorm of every `width` row of `x` into a new buffer.
-    fn rms_to(&self, x: &CudaBuf, width: usize, eps: f32) -> Result<CudaBuf> {
-        let o = self.buf(x.n)?;
-        let mut a = Args::new();
-        a.p(x.m.ptr).p(o.m.ptr).i(width as i32).p(0).f(eps);
-        let bs = if width >= 1024 { 1024 } else { 256 };
-        self.launch(
-            "rms_norm",
-            ((x.n / width.max(1)) as u32, 1, 1),
-            bs,
-            0,
-            &mut a,
-        )?;
-        Ok(o)
-    }
-
-    fn use_gemm(&self, rows: usize) -> Option<&gemm::Blas> {
-        match &self.blas {
-            Some(b) if self.gemm_min > 0 && rows >= self.gemm_min => Some(b),
-            _ => None,
-        }
-    }
-
-    /// Matrix `e` of `w` decoded to f16 `[rows][cols]`.
-    fn weights_f16(&self, w: &CudaMat, e: usize) -> Result<DevMem> {
-        let n = w.rows * w.cols;
-        let out = DevMem::new(&self.dev, n * 2)?;
-        let nsub = w.cols.div_ceil(32);
-        let mut a = Args::new();
-        a.i(w.fmt)
-            .p(w.m.ptr + (e as i64 * w.mat_bytes) as u64)
-            .l(w.d_off)
-            .i(w.cols as i32)
-            .l(0)
-            .l(w.rows as i64)
-            .p(out.ptr);
-        self.launch(
-            "dequant_f16",
-            (blocks(w.rows * nsub, 256), 1, 1),
-            256,
-            0,
-            &mut a,
-        )?;
-        Ok(out)
-    }
-
-    fn to_f16(&self, x: &CudaBuf) -> Result<DevMem> {
-        let out = DevMem::new(&self.dev, x.n * 2)?;
-        let mut a = Args::new();
-        a.p(x.m.ptr).l(x.n as i64).p(out.ptr);
-        self.launch("f32_to_f16", (blocks(x.n, 256), 1, 1), 256, 0, &mut a)?;
-        Ok(out)
-    }
-
-    /// Routed experts of a prefill batch through cuBLAS: one host read of the
-    /// routing, tokens grouped by expert, one GEMM per expert and matrix.
-    #[allow(clippy::too_many_arguments)]
-    fn moe_gemm(
-        &self,
-        blas: &gemm::Blas,
-        x: &CudaBuf,
-        rows: usize,
-        routing: &Routing<Self>,
-        gate: &CudaMat,
-        up: &CudaMat,
-        down: &CudaMat,
-        limit: f32,
-    ) -> Result<CudaBuf> {
-        let (d, f, k) = (gate.cols, gate.rows, routing.k);
-        let slots = rows * k;
-        let ids = self.download_idx(&routing.ids)?;
-        let mut lists: Vec<Vec<i32>> = vec![Vec::new(); gate.mats];
-        for (s, &e) in ids.iter().enumerate() {
-            ensure!(
-                e >= 0 && (e as usize) < gate.mats,
-                "routing names expert {e}"
-            );
-            lists[e as usize].push(s as i32);
-        }
-        let perm: Vec<i32> = lists.concat();
-        let dperm = self.upload_idx(&perm)?;
-        let xg = DevMem::new(&self.dev, slots * d * 2)?;
-        let mut a = Args::new();
-        a.p(x.m.ptr)
-            .i(d as i32)
-            .p(dperm.m.ptr)
-            .i(k as i32)
-            .i(slots as i32)
-            .p(xg.ptr);
-        self.launch("gather_f16", (blocks(slots * d, 256), 1, 1), 256, 0, &mut a)?;
-        let g = self.buf(slots * f)?;
-        let u = self.buf(slots * f)?;
-        let mut off = 0usize;
-        for (e, l) in lists.iter().enumerate() {
-            let c = l.len();
-            if c == 0 {
-                continue;
-            }
-            for (mat, out) in [(gate, &g), (up, &u)] {
-                let wh = self.weights_f16(mat, e)?;
-                blas.gemm(
-                    f,
-                    c,
-                    d,
-                    wh.ptr,
-                    d,
-                    0,
-                    xg.ptr + (off * d * 2) as u64,
-                    d,
-                    0,
-                    out.m.ptr + (off * f * 4) as u64,
-                    f,
-                    0,
-                    1,
-                )?;
-            }
-            off += c;
-        }
-        let mid = DevMem::new(&self.dev, slots * f * 2)?;
-        let mut a = Args::new();
-        a.p(g.m.ptr)
-            .p(u.m.ptr)
-            .p(routing.weights.m.ptr)
-            .p(dperm.m.ptr)
-            .i(f as i32)
-            .i(slots as i32)
-            .f(limit)
-            .p(mid.ptr);
-        self.launch("swiglu_f16", (blocks(slots * f, 256), 1, 1), 256, 0, &mut a)?;
-        drop((g, u));
-        let yp = self.buf(slots * d)?;
-        let mut off = 0usize;
-        for (e, l) in lists.iter().enumerate() {
-            let c = l.len();
-            if c == 0 {
-                continue;
-            }
-            let wh = self.weights_f16(down, e)?;
-            blas.gemm(
-                d,
-                c,
-                f,
-                wh.ptr,
-                f,
-                0,
-                mid.ptr + (off * f * 2) as u64,
-                f,
-                0,
-                yp.m.ptr + (off * d * 4) as u64,
-                d,
-                0,
-                1,
-            )?;
-            off += c;
-        }
-        let ys = self.buf(slots * d)?;
-        let mut a = Args::new();
-        a.p(yp.m.ptr)
-            .i(d as i32)
-            .p(dperm.m.ptr)
-            .i(slots as i32)
-            .p(ys.m.ptr);
-        self.launch(
-            "scatter_rows",
-            (blocks(slots * d, 256), 1, 1),
-            256,
-            0,
-            &mut a,
-        )?;
-        let out = self.buf(rows * d)?;
-        let mut a = Args::new();
-        a.p(ys.m.ptr)
-            .i(k as i32)
-            .i(d as i32)
-            .i(rows as i32)
-            .p(out.m.ptr);
-        self.launch("sum_slots", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)?;
-        Ok(out)
     }
 
     fn swiglu_k(
@@ -894,7 +654,7 @@ impl Backend for Cuda {
         a.p(x.m.ptr).i(rows as i32).i(width as i32).i(nope as i32);
         self.launch(
             "fp8_sim",
-            (blocks(rows * (nope / 64), 128), 1, 1),
+            (blocks(rows * (nope / 64) * 32, 128), 1, 1),
             128,
             0,
             &mut a,
@@ -952,7 +712,8 @@ impl Backend for Cuda {
             .p(y.m.ptr)
             .p(post.m.ptr)
             .p(comb.m.ptr);
-        self.launch("hc_pre_finish", (rows as u32, 1, 1), 256, 0, &mut a)?;
+        let split = d.div_ceil(512) as u32;
+        self.launch("hc_pre_finish", (rows as u32, split, 1), 256, 0, &mut a)?;
         Ok((y, post, comb))
     }
 
@@ -1326,11 +1087,12 @@ impl Backend for Cuda {
             .i(seq.row0 as i32)
             .l(seq.p0 as i64)
             .i(heads as i32);
-        if hd == 512 && seq.n >= 16 {
+        let any = ATT_ANY.load(std::sync::atomic::Ordering::Relaxed);
+        if hd == 512 && seq.n >= 16 && !any {
             a.p(sinks.m.ptr).f(scale);
             let g = heads.div_ceil(8) as u32;
             self.launch("attention512_h8", (seq.n as u32, g, 1), 256, 0, &mut a)
-        } else if hd == 512 {
+        } else if hd == 512 && !any {
             a.p(sinks.m.ptr).f(scale);
             self.launch(
                 "attention512",

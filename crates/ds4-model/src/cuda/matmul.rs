@@ -1,0 +1,402 @@
+//! Matrix products of the CUDA backend: the decode matvec kernels (chunked
+//! F32/F16/BF16/Q8_0, dedicated IQ2_XXS/Q2_K expert kernels, the generic
+//! one-warp-per-row fallback) and the cuBLAS prefill path.
+
+use super::{blocks, dev::Args, gemm, Cuda, CudaBuf, CudaMat, DevMem, MV_OLD, MV_TOK};
+use crate::backend::{Backend, Routing};
+use anyhow::{ensure, Result};
+use cudarc::driver::sys::CUdeviceptr;
+
+impl Cuda {
+    /// y rows for `ntok` tokens (dense) or `slots` slots (mat_ids given).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn mv(
+        &self,
+        w: &CudaMat,
+        mat_ids: CUdeviceptr,
+        x: CUdeviceptr,
+        x_stride: usize,
+        rows_per_group: usize,
+        x_div: usize,
+        ntok: usize,
+        y: CUdeviceptr,
+        y_stride: usize,
+        slots: usize,
+    ) -> Result<()> {
+        let scalar = !w.cols.is_multiple_of(32) || !x_stride.is_multiple_of(4);
+        if mat_ids == 0 && !scalar && rows_per_group == 0 && w.rows < 512 && w.mats == 1 {
+            let mut a = Args::new();
+            a.i(w.fmt)
+                .p(w.m.ptr)
+                .l(w.d_off)
+                .i(w.rows as i32)
+                .i(w.cols as i32)
+                .p(x)
+                .l(x_stride as i64)
+                .i(ntok as i32)
+                .p(y)
+                .l(y_stride as i64);
+            return self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a);
+        }
+        let new_kernels = !MV_OLD.load(std::sync::atomic::Ordering::Relaxed);
+        if new_kernels
+            && !scalar
+            && ntok == 1
+            && (w.fmt == 4 || w.fmt == 6)
+            && w.cols.is_multiple_of(256)
+        {
+            // IQ2_XXS / Q2_K (routed experts): two rows per warp, 4 warps per block
+            let mut a = Args::new();
+            a.p(w.m.ptr)
+                .l(w.mat_bytes)
+                .p(mat_ids)
+                .i(w.rows as i32)
+                .i(w.cols as i32)
+                .p(x)
+                .l(x_stride as i64)
+                .i(x_div.max(1) as i32)
+                .p(y)
+                .l(y_stride as i64);
+            let name = if w.fmt == 6 { "mvx_iq2" } else { "mvx_q2k" };
+            return self.launch(
+                name,
+                (blocks(w.rows.div_ceil(2), 4), slots.max(1) as u32, 1),
+                128,
+                0,
+                &mut a,
+            );
+        }
+        if !scalar && new_kernels && ntok <= MV_TOK {
+            if let Some(name) = self.chunked_kernel(w, rows_per_group, ntok, slots) {
+                let (r, _) = name;
+                let mut a = Args::new();
+                a.i(w.fmt)
+                    .p(w.m.ptr)
+                    .l(w.mat_bytes)
+                    .l(w.d_off)
+                    .p(mat_ids)
+                    .i(w.rows as i32)
+                    .i(w.cols as i32)
+                    .p(x)
+                    .l(x_stride as i64)
+                    .i(rows_per_group as i32)
+                    .i(x_div.max(1) as i32)
+                    .i(ntok as i32)
+                    .p(y)
+                    .l(y_stride as i64);
+                let tiles = w.rows.div_ceil(r);
+                return self.launch(
+                    name.1,
+                    (blocks(tiles, 4), slots.max(1) as u32, 1),
+                    128,
+                    0,
+                    &mut a,
+                );
+            }
+        }
+        let name = if scalar { "matvec_scalar" } else { "matvec" };
+        ensure!(
+            slots <= 65535,
+            "{slots} expert slots in one launch (limit 65535)"
+        );
+        let mut a = Args::new();
+        a.i(w.fmt)
+            .p(w.m.ptr)
+            .l(w.mat_bytes)
+            .l(w.d_off)
+            .p(mat_ids)
+            .i(w.rows as i32)
+            .i(w.cols as i32)
+            .p(x)
+            .l(x_stride as i64)
+            .i(rows_per_group as i32)
+            .i(x_div.max(1) as i32)
+            .i(ntok as i32)
+            .p(y)
+            .l(y_stride as i64);
+        self.launch(
+            name,
+            (blocks(w.rows, 8), slots.max(1) as u32, 1),
+            256,
+            0,
+            &mut a,
+        )
+    }
+
+    /// The chunked matvec kernel for `w` (rows per warp, name), if its format
+    /// and shape fit: F32/F16/BF16/Q8_0 rows whose 16-byte chunk count is a
+    /// multiple of 32*K. Takes the most rows per warp (x reuse) that still
+    /// gives two blocks per SM, else the fewest.
+    pub(super) fn chunked_kernel(
+        &self,
+        w: &CudaMat,
+        rows_per_group: usize,
+        ntok: usize,
+        slots: usize,
+    ) -> Option<(usize, &'static str)> {
+        let cw = match w.fmt {
+            0 => 4,
+            1 | 2 => 8,
+            3 => 16,
+            _ => return None,
+        };
+        if !w.cols.is_multiple_of(cw) {
+            return None;
+        }
+        let cpr = w.cols / cw;
+        let names: [(usize, &'static str, &'static str); 4] = [
+            (8, "mvc_8_1", "mvc_8_8"),
+            (4, "mvc_4_1", "mvc_4_8"),
+            (2, "mvc_2_1", "mvc_2_8"),
+            (1, "mvc_1_1", "mvc_1_8"),
+        ];
+        let valid = |r: usize| {
+            let k = 8 / r;
+            cpr.is_multiple_of(32 * k) && (rows_per_group == 0 || rows_per_group.is_multiple_of(r))
+        };
+        let want = 2 * self.dev.n_sm.max(1) as usize;
+        let pick = names
+            .iter()
+            .filter(|n| valid(n.0))
+            .find(|n| w.rows.div_ceil(n.0).div_ceil(4) * slots.max(1) >= want)
+            .or_else(|| names.iter().rev().find(|n| valid(n.0)))?;
+        Some((pick.0, if ntok == 1 { pick.1 } else { pick.2 }))
+    }
+
+    pub(super) fn dense(
+        &self,
+        w: &CudaMat,
+        x: &CudaBuf,
+        rows: usize,
+        groups: usize,
+    ) -> Result<CudaBuf> {
+        let in_cols = w.cols * groups.max(1);
+        ensure!(
+            x.n == rows * in_cols,
+            "matmul input of {} values for {rows} rows of {in_cols}",
+            x.n
+        );
+        let y = self.buf(rows * w.rows)?;
+        if let Some(blas) = self.use_gemm(rows) {
+            let wh = self.weights_f16(w, 0)?;
+            let xh = self.to_f16(x)?;
+            let g = groups.max(1);
+            let out_g = w.rows / g;
+            blas.gemm(
+                out_g,
+                rows,
+                w.cols,
+                wh.ptr,
+                w.cols,
+                out_g * w.cols,
+                xh.ptr,
+                in_cols,
+                w.cols,
+                y.m.ptr,
+                w.rows,
+                out_g,
+                g,
+            )?;
+            return Ok(y);
+        }
+        let rpg = if groups > 1 { w.rows / groups } else { 0 };
+        let mut t = 0;
+        while t < rows {
+            let nt = (rows - t).min(MV_TOK);
+            self.mv(
+                w,
+                0,
+                x.m.ptr + (t * in_cols * 4) as u64,
+                in_cols,
+                rpg,
+                1,
+                nt,
+                y.m.ptr + (t * w.rows * 4) as u64,
+                w.rows,
+                1,
+            )?;
+            t += nt;
+        }
+        Ok(y)
+    }
+
+    /// Unweighted RMSNorm of every `width` row of `x` into a new buffer.
+    pub(super) fn rms_to(&self, x: &CudaBuf, width: usize, eps: f32) -> Result<CudaBuf> {
+        let o = self.buf(x.n)?;
+        let mut a = Args::new();
+        a.p(x.m.ptr).p(o.m.ptr).i(width as i32).p(0).f(eps);
+        let bs = if width >= 1024 { 1024 } else { 256 };
+        self.launch(
+            "rms_norm",
+            ((x.n / width.max(1)) as u32, 1, 1),
+            bs,
+            0,
+            &mut a,
+        )?;
+        Ok(o)
+    }
+
+    pub(super) fn use_gemm(&self, rows: usize) -> Option<&gemm::Blas> {
+        match &self.blas {
+            Some(b) if self.gemm_min > 0 && rows >= self.gemm_min => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Matrix `e` of `w` decoded to f16 `[rows][cols]`.
+    pub(super) fn weights_f16(&self, w: &CudaMat, e: usize) -> Result<DevMem> {
+        let n = w.rows * w.cols;
+        let out = DevMem::new(&self.dev, n * 2)?;
+        let nsub = w.cols.div_ceil(32);
+        let mut a = Args::new();
+        a.i(w.fmt)
+            .p(w.m.ptr + (e as i64 * w.mat_bytes) as u64)
+            .l(w.d_off)
+            .i(w.cols as i32)
+            .l(0)
+            .l(w.rows as i64)
+            .p(out.ptr);
+        self.launch(
+            "dequant_f16",
+            (blocks(w.rows * nsub, 256), 1, 1),
+            256,
+            0,
+            &mut a,
+        )?;
+        Ok(out)
+    }
+
+    pub(super) fn to_f16(&self, x: &CudaBuf) -> Result<DevMem> {
+        let out = DevMem::new(&self.dev, x.n * 2)?;
+        let mut a = Args::new();
+        a.p(x.m.ptr).l(x.n as i64).p(out.ptr);
+        self.launch("f32_to_f16", (blocks(x.n, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(out)
+    }
+
+    /// Routed experts of a prefill batch through cuBLAS: one host read of the
+    /// routing, tokens grouped by expert, one GEMM per expert and matrix.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn moe_gemm(
+        &self,
+        blas: &gemm::Blas,
+        x: &CudaBuf,
+        rows: usize,
+        routing: &Routing<Self>,
+        gate: &CudaMat,
+        up: &CudaMat,
+        down: &CudaMat,
+        limit: f32,
+    ) -> Result<CudaBuf> {
+        let (d, f, k) = (gate.cols, gate.rows, routing.k);
+        let slots = rows * k;
+        let ids = self.download_idx(&routing.ids)?;
+        let mut lists: Vec<Vec<i32>> = vec![Vec::new(); gate.mats];
+        for (s, &e) in ids.iter().enumerate() {
+            ensure!(
+                e >= 0 && (e as usize) < gate.mats,
+                "routing names expert {e}"
+            );
+            lists[e as usize].push(s as i32);
+        }
+        let perm: Vec<i32> = lists.concat();
+        let dperm = self.upload_idx(&perm)?;
+        let xg = DevMem::new(&self.dev, slots * d * 2)?;
+        let mut a = Args::new();
+        a.p(x.m.ptr)
+            .i(d as i32)
+            .p(dperm.m.ptr)
+            .i(k as i32)
+            .i(slots as i32)
+            .p(xg.ptr);
+        self.launch("gather_f16", (blocks(slots * d, 256), 1, 1), 256, 0, &mut a)?;
+        let g = self.buf(slots * f)?;
+        let u = self.buf(slots * f)?;
+        let mut off = 0usize;
+        for (e, l) in lists.iter().enumerate() {
+            let c = l.len();
+            if c == 0 {
+                continue;
+            }
+            for (mat, out) in [(gate, &g), (up, &u)] {
+                let wh = self.weights_f16(mat, e)?;
+                blas.gemm(
+                    f,
+                    c,
+                    d,
+                    wh.ptr,
+                    d,
+                    0,
+                    xg.ptr + (off * d * 2) as u64,
+                    d,
+                    0,
+                    out.m.ptr + (off * f * 4) as u64,
+                    f,
+                    0,
+                    1,
+                )?;
+            }
+            off += c;
+        }
+        let mid = DevMem::new(&self.dev, slots * f * 2)?;
+        let mut a = Args::new();
+        a.p(g.m.ptr)
+            .p(u.m.ptr)
+            .p(routing.weights.m.ptr)
+            .p(dperm.m.ptr)
+            .i(f as i32)
+            .i(slots as i32)
+            .f(limit)
+            .p(mid.ptr);
+        self.launch("swiglu_f16", (blocks(slots * f, 256), 1, 1), 256, 0, &mut a)?;
+        drop((g, u));
+        let yp = self.buf(slots * d)?;
+        let mut off = 0usize;
+        for (e, l) in lists.iter().enumerate() {
+            let c = l.len();
+            if c == 0 {
+                continue;
+            }
+            let wh = self.weights_f16(down, e)?;
+            blas.gemm(
+                d,
+                c,
+                f,
+                wh.ptr,
+                f,
+                0,
+                mid.ptr + (off * f * 2) as u64,
+                f,
+                0,
+                yp.m.ptr + (off * d * 4) as u64,
+                d,
+                0,
+                1,
+            )?;
+            off += c;
+        }
+        let ys = self.buf(slots * d)?;
+        let mut a = Args::new();
+        a.p(yp.m.ptr)
+            .i(d as i32)
+            .p(dperm.m.ptr)
+            .i(slots as i32)
+            .p(ys.m.ptr);
+        self.launch(
+            "scatter_rows",
+            (blocks(slots * d, 256), 1, 1),
+            256,
+            0,
+            &mut a,
+        )?;
+        let out = self.buf(rows * d)?;
+        let mut a = Args::new();
+        a.p(ys.m.ptr)
+            .i(k as i32)
+            .i(d as i32)
+            .i(rows as i32)
+            .p(out.m.ptr);
+        self.launch("sum_slots", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(out)
+    }
+}
