@@ -25,8 +25,8 @@ if [[ ${MODE:-} == diag ]]; then
     wait
     echo "== matvec micro-benchmark (decode shapes, random weights, CPU reference)"
     timeout 200 "$B/gpu_check" mvbench 2>&1 | tee "$OUT/mvbench.log"
-    echo "== ds4-rs decode at 2K, new matvec kernels, then the old ones"
-    DS4_MV_AB=1 DS4_PROMPT_FILE=$P timeout 150 "$B/gpu_check" speed $M 2048 2>&1 | tee "$OUT/speed-ab.log"
+    echo "== ds4-rs decode at 8K and 2K, new matvec kernels, then the old ones"
+    DS4_MV_AB=1 DS4_PROMPT_FILE=$P timeout 200 "$B/gpu_check" speed $M 8192 2048 2>&1 | tee "$OUT/speed-ab.log"
     echo "== one decode step under ncu (per-kernel GPU time)"
     DS4_NCU_STEP=1 DS4_PROMPT_FILE=$P timeout 240 ncu --profile-from-start off --clock-control none \
         --metrics gpu__time_duration.sum --csv --print-units base "$B/gpu_check" speed $M 2048 \

@@ -253,7 +253,10 @@ impl Device {
         // the stream synchronisation below, so `src` outlives it.
         unsafe {
             cu::memcpy_htod_async(dst, src, self.stream).map_err(|e| derr("upload", e))?;
-            cu::stream::synchronize(self.stream).map_err(|e| derr("upload sync", e))
+            let t = std::time::Instant::now();
+            cu::stream::synchronize(self.stream).map_err(|e| derr("upload sync", e))?;
+            self.count_wait(t);
+            Ok(())
         }
     }
 
