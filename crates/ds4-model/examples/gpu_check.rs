@@ -255,6 +255,15 @@ fn correctness_path(bound: f32, min_agree: f32) -> usize {
 fn speed(path: &str, ctxs: &[usize]) {
     let be = Cuda::open(0).expect("GPU");
     println!("device: {}", be.describe());
+    let t = Instant::now();
+    let mut z = 0u128;
+    for _ in 0..100_000 {
+        z = z.wrapping_add(Instant::now().duration_since(t).as_nanos());
+    }
+    println!(
+        "host clock read: {:.0} ns ({z})",
+        t.elapsed().as_nanos() as f64 / 100_000.0
+    );
     let t0 = Instant::now();
     let m = ds4_model::load(be.clone(), std::path::Path::new(path), None).expect("load");
     let (free, total) = be.mem_info();
@@ -343,6 +352,7 @@ fn speed(path: &str, ctxs: &[usize]) {
         let n_gen = 32;
         let w0 = be.sync_wait_s();
         let (l0, ls0) = be.host_stats();
+        let (h0, o0) = be.host_detail();
         let t = Instant::now();
         for _ in 0..n_gen {
             let l = m.forward(&mut s, &[tok], Want::Last).unwrap();
@@ -351,6 +361,15 @@ fn speed(path: &str, ctxs: &[usize]) {
         let dec = t.elapsed().as_secs_f64();
         let wait = be.sync_wait_s() - w0;
         let (l1, ls1) = be.host_stats();
+        let (h1, o1) = be.host_detail();
+        let per: Vec<String> = (0..6)
+            .map(|i| format!("{}", (h1[i] - h0[i]) / n_gen as u64))
+            .collect();
+        println!(
+            "ctx {ctx}: launches per step by time inside cuLaunchKernel (<2/<4/<8/<16/<64/more us): {}; memset+copy calls {:.2} ms",
+            per.join("/"),
+            (o1 - o0) * 1e3 / n_gen as f64
+        );
         println!(
             "ctx {ctx}: {} launches per decode step, {:.2} ms of host time inside cuLaunchKernel",
             (l1 - l0) / n_gen as u64,

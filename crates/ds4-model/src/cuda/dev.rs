@@ -52,6 +52,12 @@ pub struct Device {
     /// Host nanoseconds inside cuLaunchKernel, and launches (see `host_stats`).
     launch_ns: std::sync::atomic::AtomicU64,
     launches: std::sync::atomic::AtomicU64,
+    /// Launches by host time inside cuLaunchKernel: < 2, 4, 8, 16, 64 µs, more.
+    launch_hist: [std::sync::atomic::AtomicU64; 6],
+    /// Host nanoseconds inside memset and device-to-device copy calls.
+    other_ns: std::sync::atomic::AtomicU64,
+    /// `DS4_CUDA_HOST_STATS`: time every launch (two clock reads per launch).
+    host_stats_on: bool,
 }
 
 /// See [`Device::cache`].
@@ -147,6 +153,9 @@ impl Device {
             cache: std::sync::Mutex::new(BufCache::default()),
             launch_ns: std::sync::atomic::AtomicU64::new(0),
             launches: std::sync::atomic::AtomicU64::new(0),
+            launch_hist: Default::default(),
+            other_ns: std::sync::atomic::AtomicU64::new(0),
+            host_stats_on: std::env::var_os("DS4_CUDA_HOST_STATS").is_some(),
         };
         for f in super::KERNELS {
             let c = CString::new(*f).unwrap();
@@ -232,6 +241,16 @@ impl Device {
         }
     }
 
+    /// Launch counts by host time inside cuLaunchKernel (< 2, 4, 8, 16, 64 µs,
+    /// more) and host seconds inside memset / device copy calls, so far.
+    pub fn host_detail(&self) -> ([u64; 6], f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            std::array::from_fn(|i| self.launch_hist[i].load(Relaxed)),
+            self.other_ns.load(Relaxed) as f64 / 1e9,
+        )
+    }
+
     /// `(launches, host seconds inside cuLaunchKernel)` so far.
     pub fn host_stats(&self) -> (u64, f64) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -243,8 +262,12 @@ impl Device {
 
     pub fn memset0(&self, p: sys::CUdeviceptr, bytes: usize) -> Result<()> {
         self.bind()?;
+        let t = std::time::Instant::now();
         // SAFETY: p holds at least `bytes` bytes.
-        unsafe { cu::memset_d8_async(p, 0, bytes, self.stream) }.map_err(|e| derr("memset", e))
+        let r =
+            unsafe { cu::memset_d8_async(p, 0, bytes, self.stream) }.map_err(|e| derr("memset", e));
+        self.count_other(t);
+        r
     }
 
     pub fn htod<T: Copy>(&self, dst: sys::CUdeviceptr, src: &[T]) -> Result<()> {
@@ -252,8 +275,10 @@ impl Device {
         // SAFETY: dst holds size_of_val(src) bytes; the copy completes before
         // the stream synchronisation below, so `src` outlives it.
         unsafe {
-            cu::memcpy_htod_async(dst, src, self.stream).map_err(|e| derr("upload", e))?;
+            // a copy from pageable memory can itself wait for the stream, so
+            // the wait is timed from before the copy
             let t = std::time::Instant::now();
+            cu::memcpy_htod_async(dst, src, self.stream).map_err(|e| derr("upload", e))?;
             cu::stream::synchronize(self.stream).map_err(|e| derr("upload sync", e))?;
             self.count_wait(t);
             Ok(())
@@ -265,8 +290,8 @@ impl Device {
         let mut v = vec![T::default(); n];
         // SAFETY: src holds n values of T; synchronised before returning.
         unsafe {
-            cu::memcpy_dtoh_async(&mut v, src, self.stream).map_err(|e| derr("download", e))?;
             let t = std::time::Instant::now();
+            cu::memcpy_dtoh_async(&mut v, src, self.stream).map_err(|e| derr("download", e))?;
             cu::stream::synchronize(self.stream).map_err(|e| derr("download sync", e))?;
             self.count_wait(t);
         }
@@ -275,9 +300,12 @@ impl Device {
 
     pub fn dtod(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> Result<()> {
         self.bind()?;
+        let t = std::time::Instant::now();
         // SAFETY: both regions hold `bytes` bytes.
-        unsafe { cu::memcpy_dtod_async(dst, src, bytes, self.stream) }
-            .map_err(|e| derr("device copy", e))
+        let r = unsafe { cu::memcpy_dtod_async(dst, src, bytes, self.stream) }
+            .map_err(|e| derr("device copy", e));
+        self.count_other(t);
+        r
     }
 
     pub fn sync(&self) -> Result<()> {
@@ -287,6 +315,13 @@ impl Device {
         unsafe { cu::stream::synchronize(self.stream) }.map_err(|e| derr("kernel execution", e))?;
         self.count_wait(t);
         Ok(())
+    }
+
+    fn count_other(&self, since: std::time::Instant) {
+        self.other_ns.fetch_add(
+            since.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn count_wait(&self, since: std::time::Instant) {
@@ -334,17 +369,23 @@ impl Device {
             Some(_) => Some(self.event_now()?),
             None => None,
         };
-        let t = std::time::Instant::now();
+        let t = self.host_stats_on.then(std::time::Instant::now);
         // SAFETY: the argument list matches the kernel's parameters (each
         // value in its own 8-byte slot, read at its parameter's size).
         unsafe { cu::launch_kernel(f, grid, block, smem, self.stream, &mut ptrs) }
             .map_err(|e| derr(&format!("launching {name}"), e))?;
-        self.launch_ns.fetch_add(
-            t.elapsed().as_nanos() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         self.launches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = t {
+            let ns = t.elapsed().as_nanos() as u64;
+            self.launch_ns
+                .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+            let b = [2_000, 4_000, 8_000, 16_000, 64_000]
+                .iter()
+                .position(|&lim| ns < lim)
+                .unwrap_or(5);
+            self.launch_hist[b].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let (Some(p), Some(e0)) = (prof, ev0) {
             let e1 = self.event_now()?;
             p.lock()

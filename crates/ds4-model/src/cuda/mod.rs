@@ -239,6 +239,11 @@ impl Cuda {
         self.dev.host_stats()
     }
 
+    /// See [`dev::Device::host_detail`].
+    pub fn host_detail(&self) -> ([u64; 6], f64) {
+        self.dev.host_detail()
+    }
+
     /// Use the generic attention kernel for every head size (process-wide).
     pub fn set_attention_generic(on: bool) {
         ATT_ANY.store(on, std::sync::atomic::Ordering::Relaxed);
