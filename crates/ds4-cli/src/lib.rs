@@ -219,7 +219,10 @@ fn memory_check(cli: &Cli, path: &Path, backend: ds4_engine::ds4::BackendChoice)
         return Ok(());
     }
     match memcheck::read_available() {
-        Some(avail) => memcheck::check(&est, avail),
+        Some(avail) => {
+            eprintln!("{}", memcheck::describe_check(&est, avail));
+            memcheck::check(&est, avail)
+        }
         None => {
             eprintln!("ds4: warning: available memory unknown; skipping the memory check");
             Ok(())

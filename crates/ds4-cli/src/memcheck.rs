@@ -1,6 +1,9 @@
 //! Up-front memory check: a model whose weights plus context buffers do not
 //! fit in the memory the kernel reports as available is refused, with the
-//! numbers, before any weight page is touched.
+//! numbers, before any weight page is touched. A file that lives in a tmpfs
+//! (`/dev/shm`) is already in memory and not part of `MemAvailable`, so its
+//! resident bytes (`mincore`) are not needed again; page-cache pages of a file
+//! on disk are counted by `MemAvailable` already and are only reported.
 
 use std::path::Path;
 
@@ -18,11 +21,75 @@ pub struct MemEstimate {
     /// indexer rows, frontiers) plus working buffers.
     pub context: u64,
     pub ctx: u64,
+    /// Bytes of the file already in memory (resident pages, `mincore`).
+    pub resident: u64,
+    /// Whether the file is on a tmpfs (its resident pages are shared memory,
+    /// outside `MemAvailable`).
+    pub tmpfs: bool,
 }
 
 impl MemEstimate {
     pub fn total(&self) -> u64 {
         self.weights.saturating_add(self.context)
+    }
+
+    /// Bytes that loading adds to what is in memory now.
+    pub fn needed(&self) -> u64 {
+        let have = if self.tmpfs {
+            self.resident.min(self.weights)
+        } else {
+            0
+        };
+        self.total() - have
+    }
+}
+
+/// Bytes of `path` resident in memory (page cache or tmpfs) by `mincore` over
+/// a read-only mapping, and whether it is on a tmpfs; `None` where it cannot
+/// be known.
+pub fn resident_bytes(path: &Path) -> Option<(u64, bool)> {
+    let f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let tmpfs = on_tmpfs(path);
+    if len == 0 {
+        return Some((0, tmpfs));
+    }
+    // SAFETY: a read-only mapping of a file we opened; no byte of it is read
+    // (mincore only asks which of its pages are resident).
+    let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page <= 0 {
+        return None;
+    }
+    let page = page as usize;
+    let mut vec = vec![0u8; map.len().div_ceil(page)];
+    // SAFETY: the mapping starts page-aligned and spans map.len() bytes; vec
+    // holds one byte per page of it, as mincore writes.
+    let r = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            vec.as_mut_ptr() as *mut _,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let pages = vec.iter().filter(|&&b| b & 1 != 0).count() as u64;
+    Some(((pages * page as u64).min(len), tmpfs))
+}
+
+fn on_tmpfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is NUL-terminated; st is written by statfs before it is read.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == TMPFS_MAGIC
     }
 }
 
@@ -55,10 +122,13 @@ pub fn estimate(path: &Path, ctx: u64) -> Result<MemEstimate> {
         .with_context(|| format!("{}: reading the model config", path.display()))?;
     let cfg = ds4_model::gguf::config_from_layout(&mc)
         .with_context(|| format!("{}: model config", path.display()))?;
+    let (resident, tmpfs) = resident_bytes(path).unwrap_or((0, false));
     Ok(MemEstimate {
         weights,
         context: context_bytes(&cfg, ctx),
         ctx,
+        resident,
+        tmpfs,
     })
 }
 
@@ -82,11 +152,20 @@ pub fn read_available() -> Option<u64> {
     mem_available(&std::fs::read_to_string(path).ok()?)
 }
 
-/// Refuses when the estimate exceeds `available`.
+/// Refuses when what loading adds exceeds `available`.
 pub fn check(est: &MemEstimate, available: u64) -> Result<()> {
-    if est.total() > available {
+    if est.needed() > available {
+        let held = if est.tmpfs && est.resident > 0 {
+            format!(
+                "; {:.2} GiB of the file is already in memory (tmpfs), so loading adds {:.2} GiB",
+                est.resident.min(est.weights) as f64 / GIB,
+                est.needed() as f64 / GIB
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "the model does not fit in memory: it needs {:.2} GiB (weights {:.2} GiB + context buffers {:.2} GiB at ctx={}), \
+            "the model does not fit in memory: it needs {:.2} GiB (weights {:.2} GiB + context buffers {:.2} GiB at ctx={}){held}, \
              but only {:.2} GiB is available (MemAvailable). Use a smaller --ctx or a smaller quant \
              (ds4 download q2-imatrix), free memory, or pass --no-mem-check to load it anyway",
             est.total() as f64 / GIB,
@@ -97,6 +176,20 @@ pub fn check(est: &MemEstimate, available: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The numbers the check uses, for the log.
+pub fn describe_check(est: &MemEstimate, available: u64) -> String {
+    format!(
+        "ds4: memory check: weights {:.2} GiB ({:.2} GiB already resident{}), context {:.2} GiB, \
+         loading adds {:.2} GiB, {:.2} GiB available",
+        est.weights as f64 / GIB,
+        est.resident.min(est.weights) as f64 / GIB,
+        if est.tmpfs { ", tmpfs" } else { ", page cache" },
+        est.context as f64 / GIB,
+        est.needed() as f64 / GIB,
+        available as f64 / GIB
+    )
 }
 
 /// `ds4: context buffers X MiB (…)` line of ds4.c.
@@ -128,6 +221,8 @@ mod tests {
             weights: 80 << 30,
             context: 2 << 30,
             ctx: 32768,
+            resident: 0,
+            tmpfs: false,
         };
         assert!(check(&est, 90 << 30).is_ok());
         let e = check(&est, 64 << 30).unwrap_err().to_string();
@@ -135,6 +230,51 @@ mod tests {
         assert!(e.contains("weights 80.00 GiB"), "{e}");
         assert!(e.contains("64.00 GiB is available"), "{e}");
         assert!(e.contains("--no-mem-check"), "{e}");
+    }
+
+    #[test]
+    fn tmpfs_resident_bytes_are_not_needed_twice() {
+        let base = MemEstimate {
+            weights: 80 << 30,
+            context: 2 << 30,
+            ctx: 32768,
+            resident: 80 << 30,
+            tmpfs: true,
+        };
+        // the file already in shared memory: loading adds only the context
+        assert_eq!(base.needed(), 2 << 30);
+        assert!(check(&base, 4 << 30).is_ok());
+        // a context that really does not fit is still refused, with the numbers
+        let e = check(&base, 1 << 30).unwrap_err().to_string();
+        assert!(
+            e.contains("80.00 GiB of the file is already in memory"),
+            "{e}"
+        );
+        assert!(e.contains("loading adds 2.00 GiB"), "{e}");
+        assert!(e.contains("1.00 GiB is available"), "{e}");
+        // page-cache pages are part of MemAvailable: nothing is subtracted
+        let disk = MemEstimate {
+            tmpfs: false,
+            ..base
+        };
+        assert_eq!(disk.needed(), 82 << 30);
+        assert!(check(&disk, 64 << 30).is_err());
+    }
+
+    #[test]
+    fn mincore_sees_a_tmpfs_file() {
+        // /dev/shm is a tmpfs on Linux machines (CI included); skip elsewhere
+        let dir = std::path::Path::new("/dev/shm");
+        if !dir.is_dir() || !on_tmpfs(dir) {
+            eprintln!("skipped: /dev/shm is not a tmpfs here");
+            return;
+        }
+        let f = tempfile::NamedTempFile::new_in(dir).unwrap();
+        let n = 3 << 20;
+        std::fs::write(f.path(), vec![7u8; n]).unwrap();
+        let (resident, tmpfs) = resident_bytes(f.path()).unwrap();
+        assert!(tmpfs);
+        assert_eq!(resident, n as u64);
     }
 
     #[test]

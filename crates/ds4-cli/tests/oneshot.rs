@@ -354,7 +354,7 @@ fn memory_check_refuses_before_loading_and_can_be_overridden() {
         "MemTotal: 2048 kB\nMemAvailable: 1024 kB\n",
     )
     .unwrap();
-    let args = ["-m", &model, "-p", "hi", "-n", "2", "--temp", "0"];
+    let args = ["-m", &model, "-p", "hi", "-n", "2", "--temp", "0", "--cpu"];
     let out = ds4(home.path())
         .env("DS4_MEMINFO", home.path().join("meminfo"))
         .args(args)
@@ -372,6 +372,60 @@ fn memory_check_refuses_before_loading_and_can_be_overridden() {
             .args(args)
             .arg("--no-mem-check"),
     );
+}
+
+#[test]
+fn memory_check_counts_a_tmpfs_model_as_already_in_memory() {
+    // /dev/shm is a tmpfs on Linux machines (CI included)
+    let shm = std::path::Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let file = tempfile::NamedTempFile::new_in(shm).unwrap();
+    std::fs::copy(tiny_model(), file.path()).unwrap();
+    let model = file.path().to_str().unwrap().to_string();
+    let est = ds4_cli::memcheck::estimate(file.path(), 4096).unwrap();
+    if !est.tmpfs {
+        eprintln!("skipped: /dev/shm is not a tmpfs here");
+        return;
+    }
+    assert!(est.weights > est.context + (2 << 20));
+    // room for the context and 1 MiB, far less than the weights: it starts
+    let avail_kb = (est.context >> 10) + 1024;
+    std::fs::write(
+        home.path().join("meminfo"),
+        format!("MemTotal: {avail_kb} kB\nMemAvailable: {avail_kb} kB\n"),
+    )
+    .unwrap();
+    let args = [
+        "-m", &model, "-c", "4096", "-p", "hi", "-n", "2", "--temp", "0", "--cpu",
+    ];
+    let out = run_ok(
+        ds4(home.path())
+            .env("DS4_MEMINFO", home.path().join("meminfo"))
+            .args(args),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already resident, tmpfs"), "{err}");
+    assert!(!out.stdout.is_empty());
+    // room for less than the context: still refused, with the numbers
+    let small_kb = (est.context >> 10) / 2;
+    std::fs::write(
+        home.path().join("meminfo"),
+        format!("MemTotal: {small_kb} kB\nMemAvailable: {small_kb} kB\n"),
+    )
+    .unwrap();
+    let out = ds4(home.path())
+        .env("DS4_MEMINFO", home.path().join("meminfo"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not fit in memory"), "{err}");
+    assert!(err.contains("already in memory (tmpfs)"), "{err}");
 }
 
 #[test]
