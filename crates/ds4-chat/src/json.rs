@@ -130,11 +130,17 @@ impl Json {
     pub fn python_members(&self) -> Option<Vec<(&str, &Json)>> {
         let members = self.as_object()?;
         let mut out: Vec<(&str, &Json)> = Vec::with_capacity(members.len());
+        // key -> position in `out`: linear in the member count (a schema with
+        // 100k keys must not stall the server)
+        let mut at: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(members.len());
         for (k, v) in members {
-            if let Some(slot) = out.iter_mut().find(|(ek, _)| *ek == k.as_str()) {
-                slot.1 = v;
-            } else {
-                out.push((k.as_str(), v));
+            match at.entry(k.as_str()) {
+                std::collections::hash_map::Entry::Occupied(e) => out[*e.get()].1 = v,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(out.len());
+                    out.push((k.as_str(), v));
+                }
             }
         }
         Some(out)
@@ -634,6 +640,34 @@ mod tests {
         assert_eq!(v.to_python(), r#"{"a": 3, "b": 2}"#);
         assert_eq!(v.to_compact(), r#"{"a":1,"b":2,"a":3}"#);
         assert_eq!(v.get("a"), Some(&Json::Number("3".into())));
+    }
+
+    #[test]
+    fn python_members_of_a_huge_object() {
+        // 200k keys, then the first 1000 again with new values: the Python view
+        // keeps 200k members, the repeated ones at their first position
+        let n = 200_000;
+        let mut text = String::from("{");
+        for i in 0..n {
+            text.push_str(&format!("\"k{i}\": {i},"));
+        }
+        for i in 0..1000 {
+            text.push_str(&format!("\"k{i}\": -{i},"));
+        }
+        text.pop();
+        text.push('}');
+        let v = Json::parse(&text).unwrap();
+        let m = v.python_members().unwrap();
+        assert_eq!(m.len(), n);
+        for (i, (k, val)) in m.iter().enumerate() {
+            assert_eq!(*k, format!("k{i}"));
+            let want = if i < 1000 {
+                format!("-{i}")
+            } else {
+                format!("{i}")
+            };
+            assert_eq!(**val, Json::Number(want));
+        }
     }
 
     #[test]
