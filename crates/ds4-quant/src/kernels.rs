@@ -9,7 +9,7 @@
 
 use crate::act::{quantize_q8_0_act, quantize_q8_k, Q8KRow, Q8_0Row};
 use crate::reference::{self, check_f32, check_q8_0, check_q8k};
-use crate::{row_bytes, GgmlType, QuantError};
+use crate::{GgmlType, QuantError};
 
 /// An activation row prepared for one weight type (see [`prepare_activation`]).
 #[derive(Clone, Debug)]
@@ -302,6 +302,24 @@ pub fn vec_dot_f32(ty: GgmlType, w_row: &[u8], x: &[f32]) -> f32 {
     dot_f32_unchecked(ty, w_row, x)
 }
 
+/// [`vec_dot_q8k`] with an error instead of NaN on a length or type mismatch.
+pub fn try_vec_dot_q8k(ty: GgmlType, w_row: &[u8], a: &Q8KRow) -> Result<f32, QuantError> {
+    check_q8k(ty, w_row, a)?;
+    Ok(q8k_fn(ty)(w_row, a))
+}
+
+/// [`vec_dot_q8_0`] with an error instead of NaN on a length mismatch.
+pub fn try_vec_dot_q8_0(w_row: &[u8], a: &Q8_0Row) -> Result<f32, QuantError> {
+    check_q8_0(w_row, a)?;
+    Ok(q8_0_fn()(w_row, a))
+}
+
+/// [`vec_dot_f32`] with an error instead of NaN on a length mismatch.
+pub fn try_vec_dot_f32(ty: GgmlType, w_row: &[u8], x: &[f32]) -> Result<f32, QuantError> {
+    check_f32(ty, w_row, x.len())?;
+    Ok(dot_f32_unchecked(ty, w_row, x))
+}
+
 type Q8KFn = fn(&[u8], &Q8KRow) -> f32;
 type Q80Fn = fn(&[u8], &Q8_0Row) -> f32;
 
@@ -329,6 +347,9 @@ pub fn simd_available() -> bool {
 fn q8k_fn(ty: GgmlType) -> Q8KFn {
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
+        // SAFETY (every `unsafe` call of an x86 kernel in this file): the CPU
+        // has AVX2, FMA and F16C (`simd_available`), the kernels' only
+        // precondition; they check the slice lengths themselves.
         return match ty {
             GgmlType::Q2K => |w, a| unsafe { x86::dot_q2k_n::<1>(w, [a])[0] },
             GgmlType::Q4K => |w, a| unsafe { x86::dot_q4k_n::<1>(w, [a])[0] },
@@ -351,6 +372,7 @@ type Q80Fn4 = fn(&[u8], [&Q8_0Row; MULTI]) -> [f32; MULTI];
 fn q8_0_fn4() -> Option<Q80Fn4> {
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
+        // SAFETY: see q8k_fn.
         return Some(|w, a| unsafe { x86::dot_q8_0_n::<MULTI>(w, a) });
     }
     None
@@ -360,6 +382,7 @@ fn q8_0_fn4() -> Option<Q80Fn4> {
 fn q8k_fn4(ty: GgmlType) -> Option<Q8KFn4> {
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
+        // SAFETY: see q8k_fn.
         return match ty {
             GgmlType::Q2K => Some(|w, a| unsafe { x86::dot_q2k_n::<MULTI>(w, a) }),
             GgmlType::Q4K => Some(|w, a| unsafe { x86::dot_q4k_n::<MULTI>(w, a) }),
@@ -374,16 +397,18 @@ fn q8k_fn4(ty: GgmlType) -> Option<Q8KFn4> {
 fn q8_0_fn() -> Q80Fn {
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
+        // SAFETY: see q8k_fn.
         return |w, a| unsafe { x86::dot_q8_0_n::<1>(w, [a])[0] };
     }
     reference::vec_dot_q8_0
 }
 
-/// Caller has checked `w_row.len() == row_bytes(ty, x.len())` and the block multiple.
+/// Callers have checked `w_row.len() == row_bytes(ty, x.len())` and the block multiple (a
+/// mismatch gives NaN, never a read out of bounds: the SIMD kernels check lengths too).
 fn dot_f32_unchecked(ty: GgmlType, w_row: &[u8], x: &[f32]) -> f32 {
-    debug_assert_eq!(w_row.len(), row_bytes(ty, x.len()));
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
+        // SAFETY: see q8k_fn.
         match ty {
             GgmlType::F32 => return unsafe { x86::dot_f32(w_row, x) },
             GgmlType::F16 => return unsafe { x86::dot_f16(w_row, x) },
@@ -401,6 +426,23 @@ mod x86 {
     use crate::reference::combine_k;
     use crate::tables::{IQ2XXS_GRID, KSIGNS64};
     use std::arch::x86_64::*;
+
+    // Safety of the kernels below: each is `unsafe` only because it needs
+    // AVX2, FMA and F16C (callers check `simd_available()`); every slice
+    // length its raw-pointer reads rely on is checked at its top, and a
+    // mismatch gives NaN rather than a read out of bounds.
+
+    /// Every Q8_K activation row holds `nb` blocks (256 quants, a scale and
+    /// 16 block sums each).
+    fn q8k_rows_fit<const N: usize>(nb: usize, a: &[&Q8KRow; N]) -> bool {
+        a.iter()
+            .all(|r| r.qs.len() >= 256 * nb && r.d.len() >= nb && r.bsums.len() >= 16 * nb)
+    }
+
+    /// Every Q8_0 activation row holds `nb` blocks (32 quants and a scale each).
+    fn q80_rows_fit<const N: usize>(nb: usize, a: &[&Q8_0Row; N]) -> bool {
+        a.iter().all(|r| r.qs.len() >= 32 * nb && r.d.len() >= nb)
+    }
 
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -431,6 +473,11 @@ mod x86 {
     /// reference's bits). Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q8_0_n<const N: usize>(w: &[u8], a: [&Q8_0Row; N]) -> [f32; N] {
+        // the reads below stay inside `w` (whole blocks) and inside every
+        // activation row (checked here, so no caller has to be trusted)
+        if !w.len().is_multiple_of(34) || !q80_rows_fit(w.len() / 34, &a) {
+            return [f32::NAN; N];
+        }
         let ones = _mm256_set1_epi16(1);
         let mut acc = [0f32; N];
         for (b, blk) in w.chunks_exact(34).enumerate() {
@@ -456,6 +503,11 @@ mod x86 {
     /// Q4_K · Q8_K for N activation rows. Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q4k_n<const N: usize>(w: &[u8], a: [&Q8KRow; N]) -> [f32; N] {
+        // the reads below stay inside `w` (whole blocks) and inside every
+        // activation row (checked here, so no caller has to be trusted)
+        if !w.len().is_multiple_of(144) || !q8k_rows_fit(w.len() / 144, &a) {
+            return [f32::NAN; N];
+        }
         let m4 = _mm256_set1_epi8(0x0F);
         let mut acc = [0f32; N];
         for (b, blk) in w.chunks_exact(144).enumerate() {
@@ -498,6 +550,11 @@ mod x86 {
     /// Q2_K · Q8_K for N activation rows. Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q2k_n<const N: usize>(w: &[u8], a: [&Q8KRow; N]) -> [f32; N] {
+        // the reads below stay inside `w` (whole blocks) and inside every
+        // activation row (checked here, so no caller has to be trusted)
+        if !w.len().is_multiple_of(84) || !q8k_rows_fit(w.len() / 84, &a) {
+            return [f32::NAN; N];
+        }
         let m3 = _mm256_set1_epi8(3);
         let m4 = _mm_set1_epi8(0x0F);
         let mut acc = [0f32; N];
@@ -576,6 +633,11 @@ mod x86 {
     /// IQ2_XXS · Q8_K for N activation rows. Lengths checked by the caller.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_iq2xxs_n<const N: usize>(w: &[u8], a: [&Q8KRow; N]) -> [f32; N] {
+        // the reads below stay inside `w` (whole blocks) and inside every
+        // activation row (checked here, so no caller has to be trusted)
+        if !w.len().is_multiple_of(66) || !q8k_rows_fit(w.len() / 66, &a) {
+            return [f32::NAN; N];
+        }
         let grid = IQ2XXS_GRID.as_ptr();
         let ks = KSIGNS64.as_ptr();
         let mut acc = [0f32; N];
@@ -654,6 +716,10 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
+        // dot_lanes reads x.len() values of x and of w (4 bytes each)
+        if w.len() != 4 * x.len() {
+            return f32::NAN;
+        }
         let wp = w.as_ptr() as *const f32;
         dot_lanes(
             x.len(),
@@ -665,6 +731,10 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        // dot_lanes reads x.len() values of x and of w (2 bytes each)
+        if w.len() != 2 * x.len() {
+            return f32::NAN;
+        }
         let wp = w.as_ptr();
         dot_lanes(
             x.len(),
@@ -676,6 +746,10 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+        // dot_lanes reads x.len() values of x and of w (2 bytes each)
+        if w.len() != 2 * x.len() {
+            return f32::NAN;
+        }
         let wp = w.as_ptr();
         dot_lanes(
             x.len(),
@@ -686,5 +760,50 @@ mod x86 {
             },
             |i| crate::fconv::bf16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])),
         )
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The SIMD kernels check their own slice lengths: a short activation or
+    /// a partial weight block gives NaN, not a read out of bounds (the public
+    /// functions check first, so only a direct call can get here).
+    #[test]
+    fn simd_kernels_reject_short_inputs() {
+        if !simd_available() {
+            eprintln!("skipped: no AVX2/FMA/F16C here");
+            return;
+        }
+        let x = vec![0.5f32; 512];
+        let a = quantize_q8_k(&x);
+        let short = quantize_q8_k(&x[..256]);
+        let a0 = quantize_q8_0_act(&x);
+        let short0 = quantize_q8_0_act(&x[..256]);
+        // SAFETY: simd_available() holds; lengths are what is under test.
+        unsafe {
+            for (ty, blk) in [
+                (GgmlType::Q2K, 84),
+                (GgmlType::Q4K, 144),
+                (GgmlType::Iq2Xxs, 66),
+            ] {
+                let w = vec![0u8; 2 * blk];
+                let f = match ty {
+                    GgmlType::Q2K => x86::dot_q2k_n::<1>,
+                    GgmlType::Q4K => x86::dot_q4k_n::<1>,
+                    _ => x86::dot_iq2xxs_n::<1>,
+                };
+                assert!(!f(&w, [&a])[0].is_nan(), "{ty}");
+                assert!(f(&w, [&short])[0].is_nan(), "{ty}: short activation");
+                assert!(f(&w[..blk + 1], [&a])[0].is_nan(), "{ty}: partial block");
+            }
+            let w0 = vec![0u8; 16 * 34];
+            assert!(!x86::dot_q8_0_n::<1>(&w0, [&a0])[0].is_nan());
+            assert!(x86::dot_q8_0_n::<1>(&w0, [&short0])[0].is_nan());
+            assert!(x86::dot_f16(&[0u8; 6], &x[..4]).is_nan());
+            assert!(x86::dot_f32(&[0u8; 16], &x[..4]) == 0.0);
+            assert!(x86::dot_bf16(&[0u8; 8], &x[..8]).is_nan());
+        }
     }
 }

@@ -113,6 +113,23 @@ fn dots_reject_mismatches() {
     assert!(reference::vec_dot_f32(GgmlType::F16, &[0u8; 6], &x[..4]).is_nan());
     assert!(kernels::vec_dot_f32(GgmlType::F16, &[0u8; 6], &x[..4]).is_nan());
     assert!(kernels::vec_dot_f32(GgmlType::Q4K, &w, &x[..300]).is_nan());
+    // the fast dots' Result forms: an error, never NaN, on every mismatch above
+    assert!(matches!(
+        kernels::try_vec_dot_q8k(GgmlType::Q4K, &w[..144], &a),
+        Err(QuantError::Length { .. })
+    ));
+    assert!(matches!(
+        kernels::try_vec_dot_q8k(GgmlType::Q8_0, &w, &a),
+        Err(QuantError::Unsupported { .. })
+    ));
+    assert!(kernels::try_vec_dot_q8k(GgmlType::Q4K, &w, &a_odd).is_err());
+    assert!(kernels::try_vec_dot_q8_0(&w0[..34], &a0).is_err());
+    assert!(kernels::try_vec_dot_f32(GgmlType::F16, &[0u8; 6], &x[..4]).is_err());
+    // and they agree with the NaN forms where the inputs fit
+    assert_eq!(
+        kernels::try_vec_dot_q8k(GgmlType::Q4K, &w, &a).unwrap(),
+        kernels::vec_dot_q8k(GgmlType::Q4K, &w, &a)
+    );
     assert!(reference::try_vec_dot_f32(GgmlType::Q2K, &w, &x).is_err());
 }
 

@@ -115,7 +115,11 @@ pub(crate) unsafe fn q8_0_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
 unsafe fn q8_0_dot_n<const N: usize>(row: &[u8], xs: [&[f32]; N]) -> [f32; N] {
     use std::arch::x86_64::*;
     let len = xs[0].len();
-    debug_assert_eq!(row.len() / 34 * 32, len);
+    // the pointer reads below stay inside `row` (whole blocks) and every x:
+    // checked here, a mismatch gives NaN
+    if !row.len().is_multiple_of(34) || xs.iter().any(|x| x.len() != row.len() / 34 * 32) {
+        return [f32::NAN; N];
+    }
     let nb = len / 32;
     let mut total = [0f64; N];
     let mut b = 0;
@@ -164,7 +168,10 @@ pub(crate) unsafe fn q2_k_dot_avx2(row: &[u8], x: &[f32]) -> f32 {
 unsafe fn q2_k_dot_n<const N: usize>(row: &[u8], xs: [&[f32]; N]) -> [f32; N] {
     use std::arch::x86_64::*;
     let nb = xs[0].len() / 256;
-    debug_assert_eq!(row.len(), nb * 84);
+    // whole blocks of `row` and of every x (checked: a mismatch gives NaN)
+    if row.len() != nb * 84 || xs.iter().any(|x| x.len() != nb * 256) {
+        return [f32::NAN; N];
+    }
     let three = _mm256_set1_epi32(3);
     let mut total = [0f64; N];
     for b in 0..nb {
@@ -220,7 +227,10 @@ unsafe fn iq2_xxs_dot_n<const N: usize>(row: &[u8], xs: [&[f32]; N]) -> [f32; N]
     use ds4_quant::tables::{IQ2XXS_GRID, KSIGNS_IQ2XS};
     use std::arch::x86_64::*;
     let nb = xs[0].len() / 256;
-    debug_assert_eq!(row.len(), nb * 66);
+    // whole blocks of `row` and of every x (checked: a mismatch gives NaN)
+    if row.len() != nb * 66 || xs.iter().any(|x| x.len() != nb * 256) {
+        return [f32::NAN; N];
+    }
     let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     let sign = _mm256_set1_epi32(i32::MIN);
     let mut total = [0f64; N];
@@ -291,6 +301,33 @@ pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused kernels check their slice lengths themselves: a partial
+    /// weight block or an x of another length gives NaN, never a read out of
+    /// bounds.
+    #[test]
+    fn fused_dots_reject_mismatched_lengths() {
+        if !q8_0_fused() {
+            return; // no AVX2 + FMA here: the fused kernels are never used
+        }
+        let x = vec![0.25f32; 512];
+        // SAFETY: q8_0_fused() checked AVX2 + FMA; the lengths are under test.
+        unsafe {
+            let row = vec![0u8; 16 * 34];
+            assert!(!q8_0_dot_avx2(&row, &x).is_nan());
+            assert!(q8_0_dot_avx2(&row[..15 * 34 + 1], &x).is_nan());
+            assert!(q8_0_dot_avx2(&row, &x[..480]).is_nan());
+            assert!(q8_0_dot_n::<2>(&row, [&x, &x[..256]])[1].is_nan());
+            let row = vec![0u8; 2 * 84];
+            assert!(!q2_k_dot_avx2(&row, &x).is_nan());
+            assert!(q2_k_dot_avx2(&row[..84], &x).is_nan());
+            assert!(q2_k_dot_n::<2>(&row, [&x, &x[..256]])[0].is_nan());
+            let row = vec![0u8; 2 * 66];
+            assert!(!iq2_xxs_dot_avx2(&row, &x).is_nan());
+            assert!(iq2_xxs_dot_avx2(&row[..100], &x).is_nan());
+            assert!(iq2_xxs_dot_n::<2>(&row, [&x, &x[..256]])[0].is_nan());
+        }
+    }
 
     /// The fused Q8_0 × f32 dot agrees with ds4-quant's reference (block
     /// dequantisation, f64 sum) to f32 accumulation error, for row lengths
