@@ -410,6 +410,30 @@ def anthropic_raw_stream(oa, an):
 
 
 @check
+def anthropic_claude_code_shapes(oa, an):
+    # A system turn in the middle of messages (recent Claude Code sends them).
+    msgs = [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": "ECHO:abcdefgh"},
+    ]
+    m = an.messages.create(model="deepseek-chat", max_tokens=100, system="You are terse.", messages=msgs)
+    truthy(m.id.startswith("msg_"), "msg_ id")
+    eq(m.content[0].text, "abcdefgh", "text")
+    n = an.messages.count_tokens(model="deepseek-chat", system="You are terse.", messages=msgs).input_tokens
+    total = m.usage.input_tokens + m.usage.cache_read_input_tokens + m.usage.cache_creation_input_tokens
+    eq(n, total, "count_tokens = prompt tokens")
+    m = an.messages.create(model="deepseek-chat", max_tokens=100, stop_sequences=["de"], messages=msgs)
+    eq(m.content[0].text, "abc", "text before the stop sequence")
+    eq((m.stop_reason, m.stop_sequence), ("stop_sequence", "de"), "stop sequence")
+    with an.messages.stream(model="deepseek-chat", max_tokens=100, stop_sequences=["de"], messages=msgs) as s:
+        final = s.get_final_message()
+    truthy(final.id.startswith("msg_"), "streamed msg_ id")
+    eq((final.stop_reason, final.stop_sequence), ("stop_sequence", "de"), "streamed stop sequence")
+
+
+@check
 def anthropic_errors(oa, an):
     try:
         an.messages.create(model="claude-nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
@@ -559,6 +583,24 @@ def noise_messages(oa, an):
             for _ in s:
                 pass
             message_shape(s.get_final_message())
+
+
+@noise_check
+def noise_count_tokens(oa, an):
+    # The real tokenizer: count_tokens counts exactly the prompt /v1/messages prefills.
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Say hi"},
+    ]
+    for thinking in [{"type": "enabled", "budget_tokens": 8}, {"type": "disabled"}]:
+        kw = dict(model="deepseek-v4-flash", thinking=thinking, tools=ANTHROPIC_TOOLS, system="You are terse.", messages=msgs)
+        n = an.messages.count_tokens(**kw).input_tokens
+        m = an.messages.create(max_tokens=N, **kw)
+        message_shape(m)
+        u = m.usage
+        eq(n, u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens, "count_tokens = prompt tokens")
 
 
 @noise_check

@@ -433,6 +433,49 @@ pub fn openai_chat(body: &Json) -> Result<ChatRequest, ChatError> {
     })
 }
 
+/// Anthropic system text (the top-level `system` field or the content of a
+/// `role: "system"` message): a string, or an array of strings and text
+/// blocks joined with `"\n"` unless the text so far already ends in one;
+/// parts starting with `"x-anthropic-"` (billing headers) are dropped.
+fn anthropic_system_text(v: &Json, what: &str) -> Result<String, ChatError> {
+    let parts = match v {
+        Json::String(s) => return Ok(s.clone()),
+        Json::Array(parts) => parts,
+        _ => {
+            return Err(ChatError::invalid(format!(
+                "{what} must be a string or an array"
+            )))
+        }
+    };
+    let mut sys = String::new();
+    for (j, p) in parts.iter().enumerate() {
+        let text = match p {
+            Json::String(s) => s.as_str(),
+            Json::Object(_) => match p.get("type").and_then(Json::as_str) {
+                None | Some("text") => p.get("text").and_then(Json::as_str).unwrap_or(""),
+                Some(t) => {
+                    return Err(ChatError::invalid(format!(
+                        "{what}[{j}]: block type {t:?} is not supported here (only text blocks)"
+                    )))
+                }
+            },
+            _ => {
+                return Err(ChatError::invalid(format!(
+                    "{what} parts must be strings or text blocks"
+                )))
+            }
+        };
+        if text.starts_with("x-anthropic-") {
+            continue;
+        }
+        if !sys.is_empty() && !sys.ends_with('\n') {
+            sys.push('\n');
+        }
+        sys.push_str(text);
+    }
+    Ok(sys)
+}
+
 /// Parses an Anthropic `/v1/messages` body.
 pub fn anthropic_messages(body: &Json) -> Result<ChatRequest, ChatError> {
     obj(body, "request body")?;
@@ -445,30 +488,9 @@ pub fn anthropic_messages(body: &Json) -> Result<ChatRequest, ChatError> {
     let mut conv = Conversation::default();
     match body.get("system") {
         None | Some(Json::Null) => {}
-        Some(Json::String(s)) => conv.messages.push(Message::system(s.clone())),
-        Some(Json::Array(parts)) => {
-            let mut sys = String::new();
-            for p in parts {
-                let text = match p {
-                    Json::String(s) => s.as_str(),
-                    Json::Object(_) => p.get("text").and_then(Json::as_str).unwrap_or(""),
-                    _ => {
-                        return Err(ChatError::invalid(
-                            "system parts must be strings or text blocks",
-                        ))
-                    }
-                };
-                if text.starts_with("x-anthropic-") {
-                    continue;
-                }
-                if !sys.is_empty() && !sys.ends_with('\n') {
-                    sys.push('\n');
-                }
-                sys.push_str(text);
-            }
-            conv.messages.push(Message::system(sys));
-        }
-        Some(_) => return Err(ChatError::invalid("system must be a string or an array")),
+        Some(v) => conv
+            .messages
+            .push(Message::system(anthropic_system_text(v, "system")?)),
     }
     for (i, m) in msgs.iter().enumerate() {
         let what = format!("messages[{i}]");
@@ -478,6 +500,17 @@ pub fn anthropic_messages(body: &Json) -> Result<ChatRequest, ChatError> {
         let is_assistant = match role.as_str() {
             "assistant" => true,
             "user" => false,
+            // Recent Claude Code sends system turns in the middle of the
+            // history: rendered in place, as the official encoder renders a
+            // system message at that position.
+            "system" => {
+                let content = match m.get("content") {
+                    None | Some(Json::Null) => String::new(),
+                    Some(v) => anthropic_system_text(v, &format!("{what}.content"))?,
+                };
+                conv.messages.push(Message::system(content));
+                continue;
+            }
             other => {
                 return Err(ChatError::invalid(format!(
                     "{what}: unknown role {other:?}"

@@ -81,8 +81,8 @@ impl Usage {
 pub enum Finish {
     /// EOS sampled.
     Eos,
-    /// A stop sequence matched (text cut before it).
-    StopSequence,
+    /// A stop sequence matched (text cut before it): the matched sequence.
+    StopSequence(String),
     /// max_tokens reached or context full.
     Length,
     /// The controller saw the end of a tool-call block.
@@ -595,9 +595,9 @@ impl Worker {
             text.extend_from_slice(&self.tokenizer.token_bytes(id));
             usage.completion_tokens += 1;
             if !stops.is_empty() {
-                if let Some(at) = stops.find(&text, before) {
+                if let Some((at, seq)) = stops.find(&text, before) {
+                    finish = Finish::StopSequence(seq.to_string());
                     text.truncate(at);
-                    finish = Finish::StopSequence;
                     break;
                 }
             }
@@ -642,7 +642,7 @@ impl Worker {
                 let _ = job.tx.send(Event::Text(s));
             }
         }
-        if finish == Finish::StopSequence {
+        if matches!(finish, Finish::StopSequence(_)) {
             // The live KV holds tokens past the cut point: invalidate it.
             self.invalidate();
         } else {

@@ -31,15 +31,15 @@ pub fn utf8_safe_len(bytes: &[u8]) -> usize {
 /// Stop sequences of one request (empty strings dropped).
 #[derive(Debug, Clone, Default)]
 pub struct StopList {
-    stops: Vec<Vec<u8>>,
+    stops: Vec<String>,
     max_len: usize,
 }
 
 impl StopList {
     pub fn new<S: AsRef<str>>(stops: &[S]) -> Self {
-        let stops: Vec<Vec<u8>> = stops
+        let stops: Vec<String> = stops
             .iter()
-            .map(|s| s.as_ref().as_bytes().to_vec())
+            .map(|s| s.as_ref().to_string())
             .filter(|s| !s.is_empty())
             .collect();
         let max_len = stops.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -55,15 +55,18 @@ impl StopList {
         self.max_len.saturating_sub(1)
     }
 
-    /// Earliest match position in `text`, searching only matches that end
-    /// after `from` (`from` = length already known to be match-free).
-    pub fn find(&self, text: &[u8], from: usize) -> Option<usize> {
-        let start = from.saturating_sub(self.hold());
-        let mut best: Option<usize> = None;
+    /// Earliest match in `text` (position and the stop sequence; the first
+    /// listed wins a tie), searching only matches that end after `from`
+    /// (`from` = length already known to be match-free).
+    pub fn find(&self, text: &[u8], from: usize) -> Option<(usize, &str)> {
+        let start = from.saturating_sub(self.hold()).min(text.len());
+        let mut best: Option<(usize, &str)> = None;
         for s in &self.stops {
-            if let Some(p) = find_bytes(&text[start.min(text.len())..], s) {
+            if let Some(p) = find_bytes(&text[start..], s.as_bytes()) {
                 let p = p + start;
-                best = Some(best.map_or(p, |b: usize| b.min(p)));
+                if best.is_none_or(|(b, _)| p < b) {
+                    best = Some((p, s.as_str()));
+                }
             }
         }
         best
@@ -105,11 +108,14 @@ mod tests {
     fn stop_list_earliest_match_wins() {
         let st = StopList::new(&["world", "lo", ""]);
         assert_eq!(st.hold(), 4);
-        assert_eq!(st.find(b"hello world", 0), Some(3));
-        assert_eq!(st.find(b"say world", 0), Some(4));
+        assert_eq!(st.find(b"hello world", 0), Some((3, "lo")));
+        assert_eq!(st.find(b"say world", 0), Some((4, "world")));
         assert_eq!(st.find(b"nothing", 0), None);
         // Incremental search re-examines the held tail.
         assert_eq!(st.find(b"abc wor", 0), None);
-        assert_eq!(st.find(b"abc world", 7), Some(4));
+        assert_eq!(st.find(b"abc world", 7), Some((4, "world")));
+        // A tie at one position goes to the first listed.
+        let st = StopList::new(&["thr", "th"]);
+        assert_eq!(st.find(b"a three", 0), Some((2, "thr")));
     }
 }

@@ -147,7 +147,7 @@ fn stop_sequences_cut_text_and_invalidate_live_state() {
     let h = e.submit(r).unwrap();
     let o = collect(h);
     assert_eq!(o.text, "one two ");
-    assert_eq!(o.finish, Finish::StopSequence);
+    assert_eq!(o.finish, Finish::StopSequence("thr".into()));
     // Streaming never leaked a byte of the stop sequence.
     for ev in &o.events {
         if let Event::Text(t) = ev {

@@ -15,16 +15,24 @@ use crate::jsonw::J;
 use crate::openai::{finish_reason, parse_outcome, ParsedStream};
 use crate::sse::{self, Projector};
 use crate::{
-    check_auth, json_ok, prepare_chat, read_json, remember_tools, submit, trace_begin, ApiError,
-    AppState, Outcome,
+    check_auth, json_ok, prepare_chat, random_hex, read_json, remember_tools, render_chat, submit,
+    tokenize_prompt, trace_begin, ApiError, AppState, Outcome,
 };
 
-pub fn stop_reason(engine: &Finish, parsed: Option<FinishReason>) -> &'static str {
-    match finish_reason(engine, parsed) {
-        "tool_calls" => "tool_use",
-        "length" => "max_tokens",
-        _ => "end_turn",
+/// Anthropic `stop_reason` and `stop_sequence` (the matched client stop
+/// sequence, else null). Complete tool calls take precedence.
+pub fn stop_reason(engine: &Finish, parsed: Option<FinishReason>) -> (&'static str, J) {
+    match (finish_reason(engine, parsed), engine) {
+        ("tool_calls", _) => ("tool_use", J::Null),
+        ("length", _) => ("max_tokens", J::Null),
+        (_, Finish::StopSequence(seq)) => ("stop_sequence", J::from(seq.as_str())),
+        _ => ("end_turn", J::Null),
     }
+}
+
+/// A new Anthropic message id (`msg_` + 24 hex digits).
+pub fn message_id() -> String {
+    format!("msg_{}", random_hex(12))
 }
 
 pub fn usage_anthropic(u: &Usage, with_output: bool) -> J {
@@ -66,7 +74,10 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
     let p = prepare_chat(&st, &json, raw, api, ds4_chat::anthropic_messages)?;
     let trace = trace_begin(&st, &p, "/v1/messages");
     let handle = submit(&st, &p, true)?;
-    let id = format!("chatcmpl-{}", st.next_id());
+    // The per-process response counter advances as for every chat-kind
+    // request (as the Responses route does), so OpenAI ids keep their numbers.
+    st.next_id();
+    let id = message_id();
     if p.fields.stream {
         let mut opts = ParserOptions::new(p.mode.is_thinking(), p.tools_active);
         opts.id_prefix = "toolu_".into();
@@ -91,6 +102,29 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
     ))
 }
 
+/// POST /v1/messages/count_tokens: the body of `/v1/messages` (max_tokens
+/// not needed), rendered as `/v1/messages` renders it; answers
+/// `{"input_tokens": N}` with N the prompt's token count. A prompt longer
+/// than the context is counted, not refused (the client asks to find out).
+pub async fn count_tokens(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let api = ApiKind::Anthropic;
+    let r = async {
+        check_auth(&st, &headers, api)?;
+        let (json, _raw) = read_json(&st, body, api).await?;
+        let r = render_chat(&st, &json, api, ds4_chat::anthropic_messages)?;
+        let n = tokenize_prompt(&st, &r.prompt_text).len();
+        Ok::<_, ApiError>(json_ok(J::obj().with("input_tokens", n), true))
+    };
+    match r.await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
 fn message_body(
     st: &AppState,
     id: &str,
@@ -100,7 +134,7 @@ fn message_body(
     o: &Outcome,
 ) -> J {
     let (finish, pf, msg) = parse_outcome(st, o, thinking, tools, "toolu_");
-    let sr = stop_reason(&finish, pf);
+    let (sr, seq) = stop_reason(&finish, pf);
     let mut content = Vec::new();
     if !msg.reasoning.is_empty() {
         content.push(
@@ -136,7 +170,7 @@ fn message_body(
         .with("model", model)
         .with("content", J::Arr(content))
         .with("stop_reason", sr)
-        .with("stop_sequence", J::Null)
+        .with("stop_sequence", seq)
         .with("usage", usage_anthropic(&o.usage, true))
 }
 
@@ -360,15 +394,14 @@ impl Projector for MessagesStream {
             self.close(&mut out);
         }
         remember_tools(&self.st, &msg.raw_blocks);
+        let (sr, seq) = stop_reason(finish, pf);
         out.push(Self::ev(
             "message_delta",
             J::obj()
                 .with("type", "message_delta")
                 .with(
                     "delta",
-                    J::obj()
-                        .with("stop_reason", stop_reason(finish, pf))
-                        .with("stop_sequence", J::Null),
+                    J::obj().with("stop_reason", sr).with("stop_sequence", seq),
                 )
                 .with(
                     "usage",

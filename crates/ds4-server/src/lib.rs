@@ -168,6 +168,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/responses", post(responses::responses))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/health", get(health))
         .fallback(fallback)
         .method_not_allowed_fallback(fallback)
@@ -432,6 +433,19 @@ pub struct Prepared {
     pub raw: Vec<u8>,
 }
 
+/// A chat-kind request validated and rendered, not yet tokenised.
+pub struct Rendered {
+    /// Model name echoed in responses.
+    pub model: String,
+    pub mode: ThinkMode,
+    pub tools_active: bool,
+    /// The history holds tool calls or tool results (reasoning is kept).
+    pub tool_history: bool,
+    pub reasoning_summary: bool,
+    pub prompt_text: String,
+    pub fields: GenFields,
+}
+
 /// Shared request preparation for the chat-kind APIs: model check, adapter,
 /// count limit, rendering, tokenisation, context and max_tokens checks.
 pub fn prepare_chat(
@@ -441,6 +455,31 @@ pub fn prepare_chat(
     api: ApiKind,
     adapt: fn(&Json) -> Result<ChatRequest, ChatError>,
 ) -> Result<Prepared, ApiError> {
+    let r = render_chat(st, body, api, adapt)?;
+    let mut p = finish_prepare(
+        st,
+        api,
+        r.model,
+        r.mode,
+        r.tools_active,
+        r.reasoning_summary,
+        r.prompt_text,
+        r.fields,
+        raw,
+    )?;
+    p.tool_history = r.tool_history;
+    Ok(p)
+}
+
+/// The validating and rendering part of [`prepare_chat`]: model check,
+/// required fields, generation fields, adapter, count limit, rendering and
+/// tool-result checks (`/v1/messages/count_tokens` stops here).
+pub fn render_chat(
+    st: &AppState,
+    body: &Json,
+    api: ApiKind,
+    adapt: fn(&Json) -> Result<ChatRequest, ChatError>,
+) -> Result<Rendered, ApiError> {
     let (model, target) = request_model(st, body, api)?;
     // Required fields first, with ds4's messages.
     let required = match api {
@@ -501,19 +540,20 @@ pub fn prepare_chat(
         Message::Assistant { tool_calls, .. } => !tool_calls.is_empty(),
         _ => false,
     });
-    let mut p = finish_prepare(
-        st,
-        api,
+    Ok(Rendered {
         model,
         mode,
         tools_active,
-        req.reasoning_summary,
+        tool_history,
+        reasoning_summary: req.reasoning_summary,
         prompt_text,
         fields,
-        raw,
-    )?;
-    p.tool_history = tool_history;
-    Ok(p)
+    })
+}
+
+/// The prompt's token ids, as the engine is given them.
+pub fn tokenize_prompt(st: &AppState, prompt_text: &str) -> Vec<u32> {
+    st.engine.tokenizer().encode(prompt_text)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -528,7 +568,7 @@ pub fn finish_prepare(
     fields: GenFields,
     raw: Vec<u8>,
 ) -> Result<Prepared, ApiError> {
-    let prompt_tokens = st.engine.tokenizer().encode(&prompt_text);
+    let prompt_tokens = tokenize_prompt(st, &prompt_text);
     let ctx = st.engine.ctx();
     if prompt_tokens.len() >= ctx {
         return Err(ApiError::context_overflow(api, prompt_tokens.len(), ctx));

@@ -762,3 +762,196 @@ fn thinking_tool_turn_replayed_without_reasoning_reuses_live_kv() {
         "{j2}"
     );
 }
+
+/// The rendered prompt of trace record `k` (1-based) of a trace file's text.
+fn traced_prompt(trace: &str, k: usize) -> String {
+    let rec = trace
+        .split(&format!("===== request {k} "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no request {k} in {trace}"));
+    let after = rec.split("--- rendered prompt (").nth(1).unwrap();
+    let prompt = after.split_once(" tokens) ---\n").unwrap().1;
+    prompt
+        .split_once("\n--- cache decision ---")
+        .unwrap()
+        .0
+        .to_string()
+}
+
+fn trace_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ds4-{name}-{}.txt", std::process::id()))
+}
+
+#[test]
+fn anthropic_mid_conversation_system_renders_as_official_encoder() {
+    // Golden case 15 (DeepSeek's official encoder): a second system message
+    // in the middle of the history is rendered in place, after the EOS.
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ds4-chat/tests/golden/15_multiple_system.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let official = golden["rendered"].as_str().unwrap();
+    assert_eq!(golden["thinking_mode"], "chat");
+    let path = trace_path("mid-system");
+    let mut c = cfg(4096);
+    c.trace = Some(path.clone());
+    let s = start(c);
+    let turns = json!([{"role":"user","content":"Q1"},{"role":"assistant","content":"A1"}]);
+    let bodies = [
+        // Top-level system, mid-conversation system with string content.
+        json!({"model":"deepseek-chat","max_tokens":5,"system":"Rule A.","messages":[
+            turns[0], turns[1], {"role":"system","content":"Rule B."}, {"role":"user","content":"Q2"}]}),
+        // Content as an array of text blocks (as Claude Code sends it).
+        json!({"model":"deepseek-chat","max_tokens":5,"system":[{"type":"text","text":"Rule A."}],"messages":[
+            turns[0], turns[1],
+            {"role":"system","content":[{"type":"text","text":"Rule B.","cache_control":{"type":"ephemeral"}}]},
+            {"role":"user","content":"Q2"}]}),
+        // Both system turns inside messages.
+        json!({"model":"deepseek-chat","max_tokens":5,"messages":[
+            {"role":"system","content":"Rule A."}, turns[0], turns[1],
+            {"role":"system","content":"Rule B."}, {"role":"user","content":"Q2"}]}),
+    ];
+    for (i, b) in bodies.iter().enumerate() {
+        let r = post(s.addr, "/v1/messages", b);
+        assert_eq!(r.status, 200, "body {i}: {}", r.text());
+    }
+    // Thinking mode, built from the spec (§2.1): the old reasoning is dropped
+    // before the last user turn, the system text stays in place.
+    let r = post(
+        s.addr,
+        "/v1/messages",
+        &json!({"max_tokens":5,"messages":[{"role":"user","content":"Q1"},
+            {"role":"assistant","content":[{"type":"thinking","thinking":"r1","signature":"x"},{"type":"text","text":"A1"}]},
+            {"role":"system","content":[{"type":"text","text":"Rule B."},{"type":"text","text":"Rule C."}]},
+            {"role":"user","content":"Q2"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    for k in 1..=3 {
+        assert_eq!(traced_prompt(&t, k), official, "request {k}");
+    }
+    assert_eq!(
+        traced_prompt(&t, 4),
+        "<｜begin▁of▁sentence｜><｜User｜>Q1<｜Assistant｜></think>A1<｜end▁of▁sentence｜>Rule B.\nRule C.<｜User｜>Q2<｜Assistant｜><think>"
+    );
+}
+
+#[test]
+fn anthropic_stop_sequence_is_reported() {
+    let s = start(cfg(4096));
+    let body = |stream: bool| {
+        json!({"model":"deepseek-chat","max_tokens":50,"stream":stream,"stop_sequences":["zz","de","cd"],
+               "messages":[{"role":"user","content":"ECHO:abcdefgh"}]})
+    };
+    let r = post(s.addr, "/v1/messages", &body(false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["content"], json!([{"type":"text","text":"ab"}]));
+    assert_eq!(j["stop_reason"], "stop_sequence");
+    assert_eq!(j["stop_sequence"], "cd");
+    let ev = sse_json(&post(s.addr, "/v1/messages", &body(true)).text());
+    let md = ev.iter().find(|d| d["type"] == "message_delta").unwrap();
+    assert_eq!(
+        md["delta"],
+        json!({"stop_reason":"stop_sequence","stop_sequence":"cd"})
+    );
+    let text: String = ev
+        .iter()
+        .filter(|d| d["type"] == "content_block_delta")
+        .map(|d| d["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "ab");
+    // Stop sequences given but never matched: end_turn, null.
+    let r = post(
+        s.addr,
+        "/v1/messages",
+        &json!({"model":"deepseek-chat","max_tokens":50,"stop_sequences":["zz"],
+                "messages":[{"role":"user","content":"ECHO:abc"}]}),
+    );
+    let j = r.json();
+    assert_eq!(j["content"], json!([{"type":"text","text":"abc"}]));
+    assert_eq!(j["stop_reason"], "end_turn");
+    assert_eq!(j["stop_sequence"], Value::Null);
+    // OpenAI keeps its finish_reason "stop".
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","stop":["cd"],"messages":[{"role":"user","content":"ECHO:abcdefgh"}]}),
+    );
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "stop");
+}
+
+fn is_message_id(id: &str) -> bool {
+    id.strip_prefix("msg_").is_some_and(|h| {
+        h.len() == 24
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+#[test]
+fn anthropic_message_ids_are_msg_ids() {
+    let s = start(cfg(4096));
+    let body = json!({"max_tokens":5,"messages":[{"role":"user","content":"ECHO:hi"}]});
+    let a = post(s.addr, "/v1/messages", &body).json();
+    let id_a = a["id"].as_str().unwrap().to_string();
+    assert!(is_message_id(&id_a), "{id_a}");
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    let ev = sse_json(&post(s.addr, "/v1/messages", &sbody).text());
+    assert_eq!(ev[0]["type"], "message_start");
+    let id_b = ev[0]["message"]["id"].as_str().unwrap();
+    assert!(is_message_id(id_b), "{id_b}");
+    assert_ne!(id_a, id_b);
+    // OpenAI ids keep the per-process counter (two Anthropic requests before).
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"messages":[{"role":"user","content":"ECHO:x"}]}),
+    );
+    assert_eq!(r.json()["id"], "chatcmpl-3");
+}
+
+#[test]
+fn anthropic_count_tokens_matches_messages_usage() {
+    let path = trace_path("count-tokens");
+    let mut c = cfg(4096);
+    c.trace = Some(path.clone());
+    let s = start(c);
+    let body = json!({"model":"deepseek-chat","system":[{"type":"text","text":"You are terse."}],
+        "tools":anthropic_tools(),
+        "messages":[{"role":"user","content":"Q1"},{"role":"assistant","content":"A1"},
+            {"role":"system","content":"Be brief."},{"role":"user","content":"ECHO:fine"}]});
+    // No max_tokens needed.
+    let r = post(s.addr, "/v1/messages/count_tokens", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let j = r.json();
+    assert_eq!(j.as_object().unwrap().len(), 1, "{j}");
+    let n = j["input_tokens"].as_u64().unwrap();
+    let mut mbody = body.clone();
+    mbody["max_tokens"] = json!(20);
+    let m = post(s.addr, "/v1/messages", &mbody).json();
+    assert_eq!(m["content"][0]["text"], "fine");
+    let u = &m["usage"];
+    let prompt = u["input_tokens"].as_u64().unwrap()
+        + u["cache_read_input_tokens"].as_u64().unwrap()
+        + u["cache_creation_input_tokens"].as_u64().unwrap();
+    assert_eq!(n, prompt);
+    // The count is the tokenizer's count of the exact rendered prompt.
+    let t = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let rendered = traced_prompt(&t, 1);
+    assert!(rendered.contains("<｜end▁of▁sentence｜>Be brief.<｜User｜>ECHO:fine"));
+    use ds4_engine::Tokenizer as _;
+    assert_eq!(
+        n as usize,
+        ds4_engine::testing::TestTokenizer.encode(&rendered).len()
+    );
+    assert!(t.contains(&format!("--- rendered prompt ({n} tokens) ---")));
+}

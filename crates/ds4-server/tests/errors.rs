@@ -540,3 +540,63 @@ fn mutated_bodies_never_crash_or_500() {
     assert!(statuses.len() > 1, "{statuses:?}");
     still_serving(&s);
 }
+
+#[test]
+fn anthropic_system_turns_and_count_tokens_reject_bad_input() {
+    let s = start(cfg(256));
+    let msgs = "/v1/messages";
+    let count = "/v1/messages/count_tokens";
+    let user = json!({"role":"user","content":"q"});
+    for (body, msg) in [
+        (
+            json!({"max_tokens":5,"messages":[user, {"role":"system","content":5}]}),
+            "messages[1].content must be a string or an array",
+        ),
+        (
+            json!({"max_tokens":5,"messages":[user, {"role":"system","content":[{"type":"image","source":{}}]}]}),
+            "messages[1].content[0]: block type \"image\" is not supported here (only text blocks)",
+        ),
+        (
+            json!({"max_tokens":5,"messages":[user, {"role":"system","content":[7]}]}),
+            "messages[1].content parts must be strings or text blocks",
+        ),
+        (
+            json!({"max_tokens":5,"messages":[{"role":"wizard","content":"x"}]}),
+            "messages[0]: unknown role \"wizard\"",
+        ),
+        (json!({"max_tokens":5}), "missing messages"),
+        (
+            json!({"max_tokens":5,"messages":[user],"system":3}),
+            "system must be a string or an array",
+        ),
+        (
+            json!({"max_tokens":5,"model":"gpt-4","messages":[user]}),
+            "does not exist",
+        ),
+    ] {
+        let a = post(s.addr, msgs, &body);
+        let b = post(s.addr, count, &body);
+        assert_eq!((a.status, a.text()), (b.status, b.text()), "{body}");
+        let etype = if a.status == 404 {
+            "not_found_error"
+        } else {
+            "invalid_request_error"
+        };
+        let j = assert_anthropic_error(&b, a.status, etype, msg);
+        assert!(a.status == 400 || a.status == 404, "{j}");
+    }
+    let j = assert_anthropic_error(
+        &raw_post(s.addr, count, b"{\"messages\": ["),
+        400,
+        "invalid_request_error",
+        "invalid JSON request",
+    );
+    assert_eq!(j["type"], "error");
+    // A prompt longer than the context is counted (generation refuses it).
+    let long = json!({"max_tokens":5,"messages":[{"role":"user","content":"y".repeat(400)}]});
+    assert_eq!(post(s.addr, msgs, &long).status, 400);
+    let r = post(s.addr, count, &long);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 400);
+    still_serving(&s);
+}

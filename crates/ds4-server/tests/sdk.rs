@@ -62,6 +62,10 @@ fn official_sdks_drive_every_endpoint() {
         "SDK checks failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains(" 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("PASS anthropic_claude_code_shapes"),
+        "{stdout}"
+    );
 }
 
 /// Shape-level checks against the real binary serving the embedded demo model
@@ -83,5 +87,6 @@ fn official_sdks_against_the_demo_binary() {
         "SDK checks failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains(" 0 failed"), "{stdout}");
+    assert!(stdout.contains("PASS noise_count_tokens"), "{stdout}");
     assert_eq!(b.terminate(), Some(0));
 }
