@@ -217,7 +217,13 @@ pub fn check_auth(st: &AppState, headers: &HeaderMap, api: ApiKind) -> Result<()
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    if bearer == Some(key.as_str()) || xkey == Some(key.as_str()) {
+    // constant-time comparison (only the length can be learned from timing)
+    let matches = |given: Option<&str>| {
+        given.is_some_and(|g| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(g.as_bytes(), key.as_bytes()))
+        })
+    };
+    if matches(bearer) | matches(xkey) {
         return Ok(());
     }
     let msg = if bearer.is_none() && xkey.is_none() {

@@ -333,6 +333,19 @@ fn api_key_auth() {
         body.as_bytes(),
     );
     assert_openai_error(&r, 401, "invalid API key");
+    // prefixes, extensions and same-length near misses of the key (the
+    // comparison is constant-time; lengths that differ are rejected too)
+    for bad in ["sekri", "sekritt", "sekriT", "Sekrit"] {
+        let auth = format!("Bearer {bad}");
+        let r = request(
+            s.addr,
+            "POST",
+            chat,
+            &[("Authorization", &auth)],
+            body.as_bytes(),
+        );
+        assert_openai_error(&r, 401, "invalid API key");
+    }
     let r = request(
         s.addr,
         "POST",
