@@ -252,6 +252,21 @@ fn correctness_path(bound: f32, min_agree: f32) -> usize {
     r.fails
 }
 
+/// Prefill `ids` in chunks of 2048 from the session's start (logits of the last only).
+fn prefill(m: &Model<Cuda>, s: &mut ds4_model::Session<Cuda>, ids: &[u32]) {
+    let mut at = 0;
+    while at < ids.len() {
+        let e = (at + 2048).min(ids.len());
+        let want = if e == ids.len() {
+            Want::Last
+        } else {
+            Want::None
+        };
+        m.forward(s, &ids[at..e], want).unwrap();
+        at = e;
+    }
+}
+
 fn speed(path: &str, ctxs: &[usize]) {
     let be = Cuda::open(0).expect("GPU");
     println!("device: {}", be.describe());
@@ -288,15 +303,8 @@ fn speed(path: &str, ctxs: &[usize]) {
     };
     for &ctx in ctxs {
         let mut s = m.session_ctx(Numerics::Official, ctx + 256).unwrap();
-        let chunk = 2048;
         let t = Instant::now();
-        let mut at = 0;
-        while at < ctx {
-            let e = (at + chunk).min(ctx);
-            let want = if e == ctx { Want::Last } else { Want::None };
-            m.forward(&mut s, &ids[at..e], want).unwrap();
-            at = e;
-        }
+        prefill(&m, &mut s, &ids[..ctx]);
         be.sync().unwrap();
         let pre = t.elapsed().as_secs_f64();
         for (name, n, ms) in be.profile_report().unwrap().into_iter().take(14) {
@@ -310,12 +318,7 @@ fn speed(path: &str, ctxs: &[usize]) {
             // exact numerics, so that no FP8 rounding or top-k set can amplify
             // a last-bit difference
             let mut a = m.session_ctx(Numerics::Exact, ctx + 256).unwrap();
-            let mut at = 0;
-            while at < ctx {
-                let e = (at + 2048).min(ctx);
-                m.forward(&mut a, &ids[at..e], Want::None).unwrap();
-                at = e;
-            }
+            prefill(&m, &mut a, &ids[..ctx]);
             let mut b = a.try_clone(&be).unwrap();
             let mut tok = ids[1];
             for _ in 0..8 {

@@ -7,6 +7,9 @@ use crate::backend::{Backend, Routing};
 use anyhow::{ensure, Result};
 use cudarc::driver::sys::CUdeviceptr;
 
+/// Rows per warp of the `mvx_*` expert kernels (`MVX_PROLOGUE(2)` in matvec.cu).
+const MVX_ROWS: usize = 2;
+
 impl Cuda {
     /// y rows for `ntok` tokens (dense) or `slots` slots (mat_ids given).
     #[allow(clippy::too_many_arguments)]
@@ -38,6 +41,11 @@ impl Cuda {
                 .l(y_stride as i64);
             return self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a);
         }
+        ensure!(
+            slots <= 65535,
+            "{slots} expert slots in one launch (limit 65535)"
+        );
+        let grid_y = slots.max(1) as u32;
         let new_kernels = !MV_OLD.load(std::sync::atomic::Ordering::Relaxed);
         if new_kernels
             && !scalar
@@ -45,7 +53,7 @@ impl Cuda {
             && (w.fmt == 4 || w.fmt == 6)
             && w.cols.is_multiple_of(256)
         {
-            // IQ2_XXS / Q2_K (routed experts): two rows per warp, 4 warps per block
+            // IQ2_XXS / Q2_K (routed experts): MVX_ROWS rows per warp, 4 warps per block
             let mut a = Args::new();
             a.p(w.m.ptr)
                 .l(w.mat_bytes)
@@ -58,47 +66,10 @@ impl Cuda {
                 .p(y)
                 .l(y_stride as i64);
             let name = if w.fmt == 6 { "mvx_iq2" } else { "mvx_q2k" };
-            return self.launch(
-                name,
-                (blocks(w.rows.div_ceil(2), 4), slots.max(1) as u32, 1),
-                128,
-                0,
-                &mut a,
-            );
+            let grid = (blocks(w.rows.div_ceil(MVX_ROWS), 4), grid_y, 1);
+            return self.launch(name, grid, 128, 0, &mut a);
         }
-        if !scalar && new_kernels && ntok <= MV_TOK {
-            if let Some(name) = self.chunked_kernel(w, rows_per_group, ntok, slots) {
-                let (r, _) = name;
-                let mut a = Args::new();
-                a.i(w.fmt)
-                    .p(w.m.ptr)
-                    .l(w.mat_bytes)
-                    .l(w.d_off)
-                    .p(mat_ids)
-                    .i(w.rows as i32)
-                    .i(w.cols as i32)
-                    .p(x)
-                    .l(x_stride as i64)
-                    .i(rows_per_group as i32)
-                    .i(x_div.max(1) as i32)
-                    .i(ntok as i32)
-                    .p(y)
-                    .l(y_stride as i64);
-                let tiles = w.rows.div_ceil(r);
-                return self.launch(
-                    name.1,
-                    (blocks(tiles, 4), slots.max(1) as u32, 1),
-                    128,
-                    0,
-                    &mut a,
-                );
-            }
-        }
-        let name = if scalar { "matvec_scalar" } else { "matvec" };
-        ensure!(
-            slots <= 65535,
-            "{slots} expert slots in one launch (limit 65535)"
-        );
+        // the chunked kernels and the one-warp-per-row fallback share their arguments
         let mut a = Args::new();
         a.i(w.fmt)
             .p(w.m.ptr)
@@ -114,13 +85,35 @@ impl Cuda {
             .i(ntok as i32)
             .p(y)
             .l(y_stride as i64);
-        self.launch(
-            name,
-            (blocks(w.rows, 8), slots.max(1) as u32, 1),
-            256,
-            0,
-            &mut a,
-        )
+        let chunked = match !scalar && new_kernels && ntok <= MV_TOK {
+            true => self.chunked_kernel(w, rows_per_group, ntok, slots),
+            false => None,
+        };
+        if let Some((r, name)) = chunked {
+            let grid = (blocks(w.rows.div_ceil(r), 4), grid_y, 1);
+            return self.launch(name, grid, 128, 0, &mut a);
+        }
+        let name = if scalar { "matvec_scalar" } else { "matvec" };
+        self.launch(name, (blocks(w.rows, 8), grid_y, 1), 256, 0, &mut a)
+    }
+
+    /// Sum of each token's `k` slot rows of width `d` (routed experts).
+    pub(super) fn sum_slots(
+        &self,
+        ys: &CudaBuf,
+        k: usize,
+        d: usize,
+        rows: usize,
+    ) -> Result<CudaBuf> {
+        let out = self.buf(rows * d)?;
+        let mut a = Args::new();
+        a.p(ys.m.ptr)
+            .i(k as i32)
+            .i(d as i32)
+            .i(rows as i32)
+            .p(out.m.ptr);
+        self.launch("sum_slots", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(out)
     }
 
     /// The chunked matvec kernel for `w` (rows per warp, name), if its format
@@ -389,14 +382,6 @@ impl Cuda {
             0,
             &mut a,
         )?;
-        let out = self.buf(rows * d)?;
-        let mut a = Args::new();
-        a.p(ys.m.ptr)
-            .i(k as i32)
-            .i(d as i32)
-            .i(rows as i32)
-            .p(out.m.ptr);
-        self.launch("sum_slots", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)?;
-        Ok(out)
+        self.sum_slots(&ys, k, d, rows)
     }
 }

@@ -27,7 +27,6 @@ pub use dev::{device_count, driver_available};
 /// Every kernel the backend launches (looked up once at start).
 pub const KERNELS: &[&str] = &[
     "matvec",
-    "matvec_q8",
     "matvec_splitk",
     "matvec_scalar",
     "mvc_1_1",
@@ -882,15 +881,7 @@ impl Backend for Cuda {
         let mid = self.swiglu_k(&g, &u, routing.weights.m.ptr, f, limit)?;
         let ys = self.buf(slots * d)?;
         self.mv(down, ids, mid.m.ptr, f, 0, 1, 1, ys.m.ptr, d, slots)?;
-        let out = self.buf(rows * d)?;
-        let mut a = Args::new();
-        a.p(ys.m.ptr)
-            .i(k as i32)
-            .i(d as i32)
-            .i(rows as i32)
-            .p(out.m.ptr);
-        self.launch("sum_slots", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)?;
-        Ok(out)
+        self.sum_slots(&ys, k, d, rows)
     }
 
     fn swiglu_ffn(

@@ -225,6 +225,32 @@ __device__ __forceinline__ void load_row512(const float* rf, const u16* rh, floa
     }
 }
 
+// Visible row j of query i (rows of the 512-wide kernels): the raw window
+// first (this chunk's own kv rows, else the ring), then the compressed rows
+// (all, or the indexer's selection). Sets *rf (f32) or *rh (f16); false for
+// an empty selection slot (-1).
+__device__ __forceinline__ bool att_row(int j, int nr, long long lo, long long p0, int row0,
+                                        const float* kv, const void* raw, int raw_half,
+                                        int window, const void* comp, int comp_half,
+                                        int vis_mode, const int* sel, int k, int i, int hd,
+                                        const float** rf, const u16** rh) {
+    if (j < nr) {
+        long long qq = lo + j;
+        if (qq >= p0) *rf = kv + (long long)(row0 + (qq - p0)) * hd;
+        else if (raw_half) *rh = (const u16*)raw + (qq % window) * hd;
+        else *rf = (const float*)raw + (qq % window) * hd;
+        return true;
+    }
+    int c = j - nr;
+    if (vis_mode == 2) {
+        c = sel[(long long)i * k + c];
+        if (c < 0) return false;
+    }
+    if (comp_half) *rh = (const u16*)comp + (long long)c * hd;
+    else *rf = (const float*)comp + (long long)c * hd;
+    return true;
+}
+
 // Generic-width attention (head_dim a multiple of 128 up to 512 uses the fast path;
 // other widths take the scalar path below).
 extern "C" __global__ void __launch_bounds__(256) attention512(
@@ -264,24 +290,8 @@ extern "C" __global__ void __launch_bounds__(256) attention512(
             int j = j0 + u * ATT_WARPS;
             const float* rf = 0;
             const u16* rh = 0;
-            ok[u] = j < nr + nc;
-            if (!ok[u]) {
-            } else if (j < nr) {
-                long long qq = lo + j;
-                if (qq >= p0) rf = kv + (long long)(row0 + (qq - p0)) * hd;
-                else if (raw_half) rh = (const u16*)raw + (qq % window) * hd;
-                else rf = (const float*)raw + (qq % window) * hd;
-            } else {
-                int c = j - nr;
-                if (vis_mode == 2) {
-                    c = sel[(long long)i * k + c];
-                    if (c < 0) ok[u] = false;
-                }
-                if (ok[u]) {
-                    if (comp_half) rh = (const u16*)comp + (long long)c * hd;
-                    else rf = (const float*)comp + (long long)c * hd;
-                }
-            }
+            ok[u] = j < nr + nc && att_row(j, nr, lo, p0, row0, kv, raw, raw_half, window, comp,
+                                           comp_half, vis_mode, sel, k, i, hd, &rf, &rh);
             if (ok[u]) load_row512(rf, rh, v[u], lane);
         }
         float sc[2];
@@ -354,20 +364,9 @@ extern "C" __global__ void __launch_bounds__(256) attention512_h8(
     for (int j = 0; j < nr + nc; j++) {
         const float* rf = 0;
         const u16* rh = 0;
-        if (j < nr) {
-            long long qq = lo + j;
-            if (qq >= p0) rf = kv + (long long)(row0 + (qq - p0)) * hd;
-            else if (raw_half) rh = (const u16*)raw + (qq % window) * hd;
-            else rf = (const float*)raw + (qq % window) * hd;
-        } else {
-            int c = j - nr;
-            if (vis_mode == 2) {
-                c = sel[(long long)i * k + c];
-                if (c < 0) continue;
-            }
-            if (comp_half) rh = (const u16*)comp + (long long)c * hd;
-            else rf = (const float*)comp + (long long)c * hd;
-        }
+        if (!att_row(j, nr, lo, p0, row0, kv, raw, raw_half, window, comp, comp_half, vis_mode,
+                     sel, k, i, hd, &rf, &rh))
+            continue;
         load_row512(rf, rh, v, lane);
         float d = 0.f;
 #pragma unroll

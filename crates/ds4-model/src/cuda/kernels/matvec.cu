@@ -125,69 +125,6 @@ extern "C" __global__ void __launch_bounds__(256) matvec_splitk(
     }
 }
 
-// Q8_0 ([qs | d] layout), dense rows: each lane reads 16 quants (one uint4)
-// per step, four steps in flight, fully coalesced across the warp.
-extern "C" __global__ void __launch_bounds__(256) matvec_q8(
-    const u8* __restrict__ W, long long d_off, int rows, int cols, const float* __restrict__ x,
-    long long x_stride, int rows_per_group, int ntok, float* __restrict__ y, long long y_stride) {
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int r = blockIdx.x * 8 + warp;
-    if (r >= rows) return;
-    const uint4* qrow = (const uint4*)(W + (long long)r * cols);
-    const u16* drow = (const u16*)(W + d_off) + (long long)r * (cols / 32);
-    const float* xb = x;
-    if (rows_per_group > 0) xb += (long long)(r / rows_per_group) * cols;
-    float acc[MV_MAX_TOK];
-#pragma unroll
-    for (int t = 0; t < MV_MAX_TOK; t++) acc[t] = 0.f;
-    int nch = cols / 16;
-    for (int c0 = lane; c0 < nch; c0 += 128) {
-        uint4 q[4];
-        float d[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int c = c0 + 32 * u;
-            int cc = c < nch ? c : c0;
-            q[u] = qrow[cc];
-            d[u] = c < nch ? h2f(drow[cc >> 1]) : 0.f;
-        }
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int c = c0 + 32 * u;
-            if (c >= nch) break;
-            float w[16];
-            u32 a[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) w[4 * j + b] = (float)(i8)((a[j] >> (8 * b)) & 0xff) * d[u];
-#pragma unroll
-            for (int t = 0; t < MV_MAX_TOK; t++) {
-                if (t < ntok) {
-                    const float4* xp = (const float4*)(xb + (long long)t * x_stride + c * 16);
-                    float s = 0.f;
-#pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        float4 v = xp[i];
-                        s = fmaf(w[4 * i], v.x, s);
-                        s = fmaf(w[4 * i + 1], v.y, s);
-                        s = fmaf(w[4 * i + 2], v.z, s);
-                        s = fmaf(w[4 * i + 3], v.w, s);
-                    }
-                    acc[t] += s;
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < MV_MAX_TOK; t++) {
-        if (t < ntok) {
-            float s = warp_sum(acc[t]);
-            if (lane == 0) y[(long long)t * y_stride + r] = s;
-        }
-    }
-}
-
 // Same as matvec for rows whose x is not 16-byte aligned per token (cols % 4 != 0):
 // scalar loads.
 extern "C" __global__ void __launch_bounds__(256) matvec_scalar(
@@ -387,6 +324,27 @@ MVC_KERNEL(8, 1, 8, 1)
 // ---------------------------------------------------------------------------
 __device__ __forceinline__ u32 sign_bits(u32 i) { return i | ((__popc(i) & 1) << 7); }
 
+// Row pointers (rows past the end clamped to the last, never written) and
+// zeroed sums of a warp's R rows; the warp-reduced sums written back.
+template <int R>
+__device__ __forceinline__ void mvx_rows(const u8* base, long long rb, int r0, int rows,
+                                         const u8** wr, float* acc) {
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        wr[i] = base + (long long)min(r0 + i, rows - 1) * rb;
+        acc[i] = 0.f;
+    }
+}
+template <int R>
+__device__ __forceinline__ void mvx_store(const float* acc, float* yb, int r0, int rows) {
+    int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        float s = warp_sum(acc[i]);
+        if (lane == 0 && r0 + i < rows) yb[r0 + i] = s;
+    }
+}
+
 template <int R, int J>
 __device__ __forceinline__ void mvx_iq2_body(const u8* __restrict__ base, int rows, int cols,
                                              const float* __restrict__ xb,
@@ -394,13 +352,9 @@ __device__ __forceinline__ void mvx_iq2_body(const u8* __restrict__ base, int ro
                                              const u64* __restrict__ grid) {
     int lane = threadIdx.x & 31;
     int nsub = cols / 32;
-    long long rb = (long long)(cols / 256) * 66;
     const u8* wr[R];
-#pragma unroll
-    for (int i = 0; i < R; i++) wr[i] = base + (long long)min(r0 + i, rows - 1) * rb;
     float acc[R];
-#pragma unroll
-    for (int i = 0; i < R; i++) acc[i] = 0.f;
+    mvx_rows<R>(base, (long long)(cols / 256) * 66, r0, rows, wr, acc);
     for (int g0 = lane; g0 < nsub; g0 += 32 * J) {
         u32 a0[R][J], a1[R][J];
         float dd[R][J];
@@ -447,11 +401,7 @@ __device__ __forceinline__ void mvx_iq2_body(const u8* __restrict__ base, int ro
             }
         }
     }
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        float s = warp_sum(acc[i]);
-        if (lane == 0 && r0 + i < rows) yb[r0 + i] = s;
-    }
+    mvx_store<R>(acc, yb, r0, rows);
 }
 
 template <int R, int J>
@@ -460,13 +410,9 @@ __device__ __forceinline__ void mvx_q2k_body(const u8* __restrict__ base, int ro
                                              float* __restrict__ yb, int r0) {
     int lane = threadIdx.x & 31;
     int nsub = cols / 32;
-    long long rb = (long long)(cols / 256) * 84;
     const u8* wr[R];
-#pragma unroll
-    for (int i = 0; i < R; i++) wr[i] = base + (long long)min(r0 + i, rows - 1) * rb;
     float acc[R];
-#pragma unroll
-    for (int i = 0; i < R; i++) acc[i] = 0.f;
+    mvx_rows<R>(base, (long long)(cols / 256) * 84, r0, rows, wr, acc);
     for (int s0 = lane; s0 < nsub; s0 += 32 * J) {
         uint4 qa[R][J], qb[R][J];
         u32 sc[R][J], dm[R][J];
@@ -520,11 +466,7 @@ __device__ __forceinline__ void mvx_q2k_body(const u8* __restrict__ base, int ro
             }
         }
     }
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        float s = warp_sum(acc[i]);
-        if (lane == 0 && r0 + i < rows) yb[r0 + i] = s;
-    }
+    mvx_store<R>(acc, yb, r0, rows);
 }
 
 #define MVX_PROLOGUE(R)                                                                           \
