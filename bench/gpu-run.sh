@@ -8,6 +8,9 @@
 # Usage: OUT=dir bench/gpu-run.sh            (everything)
 #        OUT=dir MODE=diag bench/gpu-run.sh   (matvec micro-benchmark, decode with the
 #        old and new matvec kernels, one decode step under ncu)
+#        OUT=dir MODE=diag2 bench/gpu-run.sh  (correctness, micro-benchmarks, decode with the
+#        host counters, one decode step under ncu, ncu sections of the expert kernels)
+#        OUT=dir MODE=extra bench/gpu-run.sh  (micro-benchmarks, one decode step under ncu)
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export DS4_KERNEL_CACHE=${DS4_KERNEL_CACHE:-/tmp/ds4-kernels}
@@ -18,6 +21,41 @@ P=$B/promessi_sposi.txt
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 [[ -s $M ]] || ("$B/ds4-gguf" synth -o $M --preset full --quant q2 --seed 1 > "$OUT/synth.log" 2>&1) &
+if [[ ${MODE:-} == extra ]]; then
+    wait
+    echo "== matvec and MoE micro-benchmarks"
+    timeout 200 "$B/gpu_check" mvbench 2>&1 | tee "$OUT/mvbench.log"
+    echo "== one decode step under ncu (per-kernel GPU time)"
+    DS4_NCU_STEP=1 DS4_PROMPT_FILE=$P timeout 240 ncu --profile-from-start off --clock-control none \
+        --metrics gpu__time_duration.sum --csv --print-units base "$B/gpu_check" speed $M 2048 \
+        > "$OUT/ncu-step.csv" 2> "$OUT/ncu-step.err"
+    echo "ncu rc $? rows $(wc -l < "$OUT/ncu-step.csv")"
+    exit 0
+fi
+if [[ ${MODE:-} == diag2 ]]; then
+    echo "== correctness: CUDA vs CPU on tiny models"
+    timeout 200 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
+    grep -c PASS "$OUT/correctness.log"; grep "FAIL\|SKIP\|panick" "$OUT/correctness.log"
+    wait
+    if [[ -z ${SKIP_MVBENCH:-} ]]; then
+        echo "== matvec and MoE micro-benchmarks"
+        timeout 200 "$B/gpu_check" mvbench 2>&1 | tee "$OUT/mvbench.log"
+    fi
+    echo "== decode at 2K and 8K with the host counters"
+    DS4_CUDA_HOST_STATS=1 DS4_PROMPT_FILE=$P timeout 200 "$B/gpu_check" speed $M 2048 8192 2>&1 | tee "$OUT/speed.log"
+    echo "== one decode step under ncu (per-kernel GPU time)"
+    DS4_NCU_STEP=1 DS4_PROMPT_FILE=$P timeout 240 ncu --profile-from-start off --clock-control none \
+        --metrics gpu__time_duration.sum --csv --print-units base "$B/gpu_check" speed $M 2048 \
+        > "$OUT/ncu-step.csv" 2> "$OUT/ncu-step.err"
+    echo "ncu rc $? rows $(wc -l < "$OUT/ncu-step.csv")"
+    [[ -n ${SKIP_MVBENCH:-} ]] && exit 0
+    echo "== stall and memory sections of the fused expert kernels (micro-benchmark)"
+    timeout 150 ncu --clock-control none -k regex:'mvs_gate_up|mvs_down' -c 2 \
+        --section SpeedOfLight --section WarpStateStats --section MemoryWorkloadAnalysis \
+        --section Occupancy --section SchedulerStats "$B/gpu_check" mvbench > "$OUT/ncu-sections.txt" 2>&1
+    echo "ncu sections rc $?"
+    exit 0
+fi
 if [[ ${MODE:-} == diag ]]; then
     echo "== correctness: CUDA vs CPU on tiny models"
     timeout 150 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
@@ -39,7 +77,7 @@ timeout 150 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
 grep -c PASS "$OUT/correctness.log"; grep FAIL "$OUT/correctness.log"
 wait
 echo "== ds4-rs: cold prefill 2K / 8K, decode (real text tokens)"
-DS4_PROMPT_FILE=$P timeout 120 "$B/gpu_check" speed $M 2048 8192 2>&1 | tee "$OUT/speed.log"
+DS4_CUDA_HOST_STATS=1 DS4_PROMPT_FILE=$P timeout 120 "$B/gpu_check" speed $M 2048 8192 2>&1 | tee "$OUT/speed.log"
 if [[ -n ${DS4C_BENCH:-} ]]; then
     echo "== peer: ds4.c CUDA (weights copied to VRAM)"
     DS4_CUDA_COPY_MODEL=1 timeout 150 "$DS4C_BENCH" --cuda -m $M --prompt-file $P --ctx-start 2048 \

@@ -468,14 +468,12 @@ impl<B: Backend> Model<B> {
         let c = &self.cfg;
         let be = &self.be;
         let t_n = pos.host.len();
-        let (mut y, post, comb) =
-            be.hc_pre(x, t_n, c, &b.hc_attn.fn_, &b.hc_attn.base, &b.hc_attn.scale)?;
-        be.rms_norm(&mut y, c.dim, Some(&b.attn_norm), c.rms_eps)?;
+        let h = &b.hc_attn;
+        let (y, post, comb) = be.hc_pre_norm(x, t_n, c, &h.fn_, &h.base, &h.scale, &b.attn_norm)?;
         let a = self.attention(b, sts, &y, pos, seqs, num)?;
         be.hc_post(x, &a, &post, &comb, c)?;
-        let (mut y, post, comb) =
-            be.hc_pre(x, t_n, c, &b.hc_ffn.fn_, &b.hc_ffn.base, &b.hc_ffn.scale)?;
-        be.rms_norm(&mut y, c.dim, Some(&b.ffn_norm), c.rms_eps)?;
+        let h = &b.hc_ffn;
+        let (y, post, comb) = be.hc_pre_norm(x, t_n, c, &h.fn_, &h.base, &h.scale, &b.ffn_norm)?;
         let f = self.moe(b, &y, t_n, ids)?;
         be.hc_post(x, &f, &post, &comb, c)?;
         Ok(())
@@ -531,29 +529,55 @@ impl<B: Backend> Model<B> {
         } else {
             &self.rope_comp
         };
+        // every projection of x, together
+        let mut mats = vec![&b.q_a, &b.kv];
+        if let Some(w) = &b.comp {
+            mats.extend([&w.kv, &w.gate]);
+        }
+        if let Some(iw) = &b.idx {
+            mats.extend([&iw.comp.kv, &iw.comp.gate, &iw.proj]);
+        }
+        let mut outs = be.matmul_many(&mats, x, t_n)?.into_iter();
+        let mut next = || outs.next().context("matmul_many returned too few outputs");
+        let mut qlat = next()?;
+        let mut kv = next()?;
+        let comp_in = match &b.comp {
+            Some(w) => Some(self.compressor_inputs(w, next()?, next()?, pos)?),
+            None => None,
+        };
+        let idx_in = match &b.idx {
+            Some(iw) => {
+                let (ikv, isc) = self.compressor_inputs(&iw.comp, next()?, next()?, pos)?;
+                Some((ikv, isc, next()?))
+            }
+            None => None,
+        };
         // query path
-        let mut qlat = be.matmul(&b.q_a, x, t_n)?;
         be.rms_norm(&mut qlat, c.q_lora, Some(&b.q_a_norm), c.rms_eps)?;
         let mut q = be.matmul(&b.q_b, &qlat, t_n)?;
-        be.rms_norm(&mut q, hd, None, c.rms_eps)?;
-        be.rope(&mut q, h, hd, RopePos::Tokens(pos), table, false, official)?;
+        let tok = RopePos::Tokens(pos);
+        be.norm_rope(&mut q, h, hd, None, c.rms_eps, tok, table, official, None)?;
         // kv path
-        let mut kv = be.matmul(&b.kv, x, t_n)?;
-        be.rms_norm(&mut kv, hd, Some(&b.kv_norm), c.rms_eps)?;
-        be.rope(&mut kv, 1, hd, RopePos::Tokens(pos), table, false, official)?;
-        if official {
-            be.fp8_sim(&mut kv, hd, c.nope_dim())?;
-            be.f16_round(&mut kv)?;
-        }
+        let (tok, nope) = (RopePos::Tokens(pos), official.then(|| c.nope_dim()));
+        be.norm_rope(
+            &mut kv,
+            1,
+            hd,
+            Some(&b.kv_norm),
+            c.rms_eps,
+            tok,
+            table,
+            official,
+            nope,
+        )?;
         // compressor rows emitted within this chunk
-        if let Some(w) = &b.comp {
-            let (ckv, csc) = self.compressor_inputs(w, x, pos)?;
+        if let (Some(w), Some((ckv, csc))) = (&b.comp, &comp_in) {
             for (st, &sq) in sts.iter_mut().zip(seqs) {
                 let cs = st
                     .comp
                     .as_mut()
                     .context("layer state lacks its compressor")?;
-                if let Some(mut rows) = self.compress_rows(w, cs, &ckv, &csc, sq, hd, official)? {
+                if let Some(mut rows) = self.compress_rows(w, cs, ckv, csc, sq, hd, official)? {
                     if official {
                         be.fp8_sim(&mut rows, hd, c.nope_dim())?;
                         be.f16_round(&mut rows)?;
@@ -566,9 +590,8 @@ impl<B: Backend> Model<B> {
         }
         // indexer: its compressor always runs; scoring only where it prunes
         let mut selections: Vec<Option<B::Idx>> = seqs.iter().map(|_| None).collect();
-        if let Some(iw) = &b.idx {
+        if let (Some(iw), Some((ikv, isc, iproj))) = (&b.idx, idx_in) {
             let di = c.idx_dim;
-            let (ikv, isc) = self.compressor_inputs(&iw.comp, x, pos)?;
             let mut prunes = vec![false; seqs.len()];
             for (i, (st, &sq)) in sts.iter_mut().zip(seqs).enumerate() {
                 let is = st.idx.as_mut().context("layer state lacks its indexer")?;
@@ -601,7 +624,7 @@ impl<B: Backend> Model<B> {
                 if official {
                     be.hadamard_fp4(&mut qi, di)?;
                 }
-                let mut wts = be.matmul(&iw.proj, x, t_n)?;
+                let mut wts = iproj;
                 be.scale(&mut wts, 1.0 / ((di * c.idx_heads) as f32).sqrt())?;
                 for (i, (st, &sq)) in sts.iter().zip(seqs).enumerate() {
                     if !prunes[i] {
@@ -664,18 +687,17 @@ impl<B: Backend> Model<B> {
         be.matmul(&b.o_b, &low, t_n)
     }
 
-    /// Compressor kv and score (with its ape rows) of every token of the batch.
+    /// Compressor kv and score of every token of the batch (the kv and gate
+    /// projections of x), the score with its ape rows added.
     fn compressor_inputs(
         &self,
         w: &CompW<B>,
-        x: &B::Buf,
+        kv: B::Buf,
+        mut score: B::Buf,
         pos: &Pos<'_, B>,
     ) -> Result<(B::Buf, B::Buf)> {
-        let be = &self.be;
-        let t_n = pos.host.len();
-        let kv = be.matmul(&w.kv, x, t_n)?;
-        let mut score = be.matmul(&w.gate, x, t_n)?;
-        be.add_position_rows(&mut score, w.geom.in_width(), &w.ape, pos)?;
+        self.be
+            .add_position_rows(&mut score, w.geom.in_width(), &w.ape, pos)?;
         Ok((kv, score))
     }
 

@@ -196,6 +196,11 @@ pub trait Backend: Send + Sync + Sized {
     ) -> Result<Self::Buf>;
     /// `y[t] = W x[t]` for `rows` tokens; `x` holds `rows * cols`.
     fn matmul(&self, w: &Self::Mat, x: &Self::Buf, rows: usize) -> Result<Self::Buf>;
+    /// [`Backend::matmul`] of each matrix on the same input (a backend may
+    /// run them together).
+    fn matmul_many(&self, ws: &[&Self::Mat], x: &Self::Buf, rows: usize) -> Result<Vec<Self::Buf>> {
+        ws.iter().map(|w| self.matmul(w, x, rows)).collect()
+    }
     /// Grouped projection: `W` has `groups * out_g` rows of `cols`; group `g`
     /// of token `t` multiplies `x[t][g*cols..]` by rows `g*out_g..`.
     fn matmul_grouped(
@@ -226,6 +231,31 @@ pub trait Backend: Send + Sync + Sized {
         inverse: bool,
         precise: bool,
     ) -> Result<()>;
+    /// Per-head RMSNorm (`w = None`: unweighted) then forward RoPE of every
+    /// `head_dim` head (`heads` per row) and, with `kv_round = Some(nope)`,
+    /// the KV store's FP8 round trip of dims `0..nope` and f16 rounding: the
+    /// ops in that order, which a backend may fuse.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_rope(
+        &self,
+        x: &mut Self::Buf,
+        heads: usize,
+        head_dim: usize,
+        w: Option<&Self::Buf>,
+        eps: f32,
+        pos: RopePos<'_, '_, Self>,
+        table: &Self::Rope,
+        precise: bool,
+        kv_round: Option<usize>,
+    ) -> Result<()> {
+        self.rms_norm(x, head_dim, w, eps)?;
+        self.rope(x, heads, head_dim, pos, table, false, precise)?;
+        if let Some(nope) = kv_round {
+            self.fp8_sim(x, head_dim, nope)?;
+            self.f16_round(x)?;
+        }
+        Ok(())
+    }
     /// FP8 round trip of dims `0..nope` of every `width` row.
     fn fp8_sim(&self, x: &mut Self::Buf, width: usize, nope: usize) -> Result<()>;
     /// f16 rounding of every element.
@@ -243,6 +273,22 @@ pub trait Backend: Send + Sync + Sized {
         base: &Self::Buf,
         scale: &Self::Buf,
     ) -> Result<(Self::Buf, Self::Buf, Self::Buf)>;
+    /// [`Backend::hc_pre`], then the RMSNorm of y with weight `w` (a backend may fuse them).
+    #[allow(clippy::too_many_arguments)]
+    fn hc_pre_norm(
+        &self,
+        x: &Self::Buf,
+        rows: usize,
+        cfg: &crate::config::Config,
+        fn_: &Self::Mat,
+        base: &Self::Buf,
+        scale: &Self::Buf,
+        w: &Self::Buf,
+    ) -> Result<(Self::Buf, Self::Buf, Self::Buf)> {
+        let (mut y, post, comb) = self.hc_pre(x, rows, cfg, fn_, base, scale)?;
+        self.rms_norm(&mut y, cfg.dim, Some(w), cfg.rms_eps)?;
+        Ok((y, post, comb))
+    }
     /// `X <- post ⊗ o + Cᵀ X` (spec §2.3).
     fn hc_post(
         &self,

@@ -3,7 +3,7 @@
 //! published formats, timed with device events over enough copies that the
 //! weights do not fit in L2, and checked against the CPU backend.
 
-use super::{Cuda, CudaMat, DevMem};
+use super::{Cuda, CudaBuf, CudaMat, DevMem};
 use crate::backend::{Backend, Cpu};
 use crate::weights::TensorData;
 use anyhow::Result;
@@ -267,6 +267,123 @@ impl Cuda {
             };
             println!("{line} new={kern} rel(new,old) {vs_old:.1e} rel(new,cpu) {vs_cpu}");
         }
+        bad += self.moe_bench()?;
+        bad += self.many_bench()?;
         Ok(bad)
+    }
+
+    /// The seven projections of an attention layer's input (q_a, kv, the
+    /// compressor's and the indexer's kv and gate, the indexer weights) one
+    /// launch each against `matmul_many`. Returns 1 if they stray by > 1e-5.
+    fn many_bench(&self) -> Result<usize> {
+        use GgmlType as T;
+        let shapes = [
+            (T::Q8_0, 1024),
+            (T::Q8_0, 512),
+            (T::F16, 1024),
+            (T::F16, 1024),
+            (T::F16, 256),
+            (T::F16, 256),
+            (T::F16, 64),
+        ];
+        let d = 4096;
+        let mats: Vec<CudaMat> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(ty, rows))| self.bind(&random_tensor(ty, d, rows, 1, 90 + i as u64)))
+            .collect::<Result<_>>()?;
+        let bytes: usize = mats.iter().map(|m| m.m.bytes).sum();
+        let refs: Vec<&CudaMat> = mats.iter().collect();
+        let mut rng = Rng(6);
+        let xv: Vec<f32> = (0..d)
+            .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            .collect();
+        let x = self.upload(&xv)?;
+        let one =
+            || -> Result<Vec<CudaBuf>> { refs.iter().map(|w| self.matmul(w, &x, 1)).collect() };
+        let many = || self.matmul_many(&refs, &x, 1);
+        let mut worst = 0f32;
+        for (a, b) in one()?.iter().zip(many()?.iter()) {
+            worst = worst.max(rel_max(&self.download(b)?, &self.download(a)?));
+        }
+        let mut line = format!("x projections of an attention layer (7 matrices), {bytes} B:");
+        for (label, run) in [
+            ("one by one", &one as &dyn Fn() -> Result<Vec<CudaBuf>>),
+            ("matmul_many", &many),
+        ] {
+            run()?;
+            let n = 200;
+            let t = self.timer()?;
+            for _ in 0..n {
+                run()?;
+            }
+            let us = self.timer_ms(t)? * 1e3 / n as f64;
+            line += &format!(
+                " {label} {us:6.1} us {:5.0} GB/s |",
+                bytes as f64 / us / 1e3
+            );
+        }
+        println!("{line} rel {worst:.1e}");
+        Ok(usize::from(worst > 1e-5))
+    }
+
+    /// One decode token's routed experts (6 of 256, IQ2_XXS gate/up, Q2_K
+    /// down): one launch per matrix plus the SwiGLU against the two fused
+    /// launches, which must give the same bits. Returns 1 if they differ.
+    fn moe_bench(&self) -> Result<usize> {
+        use crate::backend::Routing;
+        let (d, f, e, k) = (4096, 2048, 256, 6);
+        let gate = self.bind(&random_tensor(GgmlType::Iq2Xxs, d, f, e, 71))?;
+        let up = self.bind(&random_tensor(GgmlType::Iq2Xxs, d, f, e, 72))?;
+        let down = self.bind(&random_tensor(GgmlType::Q2K, f, d, e, 73))?;
+        let bytes = k * (2 * gate.mat_bytes as usize + down.mat_bytes as usize);
+        let mut rng = Rng(5);
+        let mut unit = || (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        let xv: Vec<f32> = (0..d).map(|_| 4.0 * unit()).collect();
+        let x = self.upload(&xv)?;
+        let routings: Vec<Routing<Cuda>> = (0..8)
+            .map(|i| {
+                let ids: Vec<i32> = (0..k).map(|j| ((i * 37 + j * 41) % e) as i32).collect();
+                let w: Vec<f32> = (0..k).map(|j| 0.1 + 0.05 * j as f32).collect();
+                Ok(Routing {
+                    k,
+                    ids: self.upload_idx(&ids)?,
+                    weights: self.upload(&w)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let limit = 10.0;
+        let unfused = |r: &Routing<Cuda>| self.moe_unfused(&x, 1, r, &gate, &up, &down, limit);
+        let fused = |r: &Routing<Cuda>| -> Result<CudaBuf> {
+            self.moe_fused(&x, 1, r, &gate, &up, &down, limit)?
+                .ok_or_else(|| anyhow::anyhow!("fused expert path not taken"))
+        };
+        let a = self.download(&unfused(&routings[0])?)?;
+        let b = self.download(&fused(&routings[0])?)?;
+        let same = a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits());
+        let mut line = format!("moe decode token (6 x IQ2_XXS gate/up, Q2_K down), {bytes} B:");
+        for (label, run) in [
+            (
+                "unfused",
+                &unfused as &dyn Fn(&Routing<Cuda>) -> Result<CudaBuf>,
+            ),
+            ("fused", &fused),
+        ] {
+            for r in routings.iter().take(3) {
+                run(r)?;
+            }
+            let n = 200;
+            let t = self.timer()?;
+            for i in 0..n {
+                run(&routings[i % routings.len()])?;
+            }
+            let us = self.timer_ms(t)? * 1e3 / n as f64;
+            line += &format!(
+                " {label} {us:6.1} us {:5.0} GB/s |",
+                bytes as f64 / us / 1e3
+            );
+        }
+        println!("{line} bitwise equal: {same} (rel {:.1e})", rel_max(&b, &a));
+        Ok(usize::from(!same))
     }
 }

@@ -481,35 +481,52 @@ pub struct GpuMark(sys::CUevent);
 /// parameter reads the slot's first 4 bytes).
 #[derive(Default)]
 pub struct Args {
+    /// Parameter values, each starting on an 8-byte slot.
     vals: Vec<u64>,
+    /// Slot index of each parameter.
+    starts: Vec<usize>,
 }
 
 impl Args {
     pub fn new() -> Args {
         Args {
             vals: Vec::with_capacity(24),
+            starts: Vec::with_capacity(24),
         }
     }
-    pub fn p(&mut self, ptr: sys::CUdeviceptr) -> &mut Self {
-        self.vals.push(ptr);
+    fn push(&mut self, v: u64) -> &mut Self {
+        self.starts.push(self.vals.len());
+        self.vals.push(v);
         self
+    }
+    pub fn p(&mut self, ptr: sys::CUdeviceptr) -> &mut Self {
+        self.push(ptr)
     }
     pub fn i(&mut self, v: i32) -> &mut Self {
-        self.vals.push(v as u32 as u64);
-        self
+        self.push(v as u32 as u64)
     }
     pub fn l(&mut self, v: i64) -> &mut Self {
-        self.vals.push(v as u64);
-        self
+        self.push(v as u64)
     }
     pub fn f(&mut self, v: f32) -> &mut Self {
-        self.vals.push(v.to_bits() as u64);
+        self.push(v.to_bits() as u64)
+    }
+    /// A struct passed by value: its bytes (C layout, at most 8-byte alignment).
+    pub fn blob(&mut self, bytes: &[u8]) -> &mut Self {
+        self.starts.push(self.vals.len());
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.vals.push(u64::from_le_bytes(w));
+        }
         self
     }
     fn ptrs(&mut self) -> Vec<*mut c_void> {
-        self.vals
-            .iter_mut()
-            .map(|v| v as *mut u64 as *mut c_void)
+        let base = self.vals.as_mut_ptr();
+        self.starts
+            .iter()
+            // SAFETY: every start indexes into vals, which outlives the launch
+            .map(|&i| unsafe { base.add(i) } as *mut c_void)
             .collect()
     }
 }

@@ -9,6 +9,14 @@ use cudarc::driver::sys::CUdeviceptr;
 
 /// Rows per warp of the `mvx_*` expert kernels (`MVX_PROLOGUE(2)` in matvec.cu).
 const MVX_ROWS: usize = 2;
+/// Row groups (of 8 rows) per block of `mvs_down` (`mvs_gate_up` takes one:
+/// its warps do twice the rows), and the most
+/// shared memory their staged x row may take (the 48 KB default less the grid table).
+const MVS_ITERS: usize = 2;
+const MVS_SMEM_MAX: usize = 44 * 1024;
+/// Matrices per `mvm_R` launch and the size of its table (`MvTab` in matvec.cu).
+const MVM_MAX: usize = 8;
+const MVM_TAB_BYTES: usize = 3 * 8 * MVM_MAX + 2 * 4 * MVM_MAX + 4 * (MVM_MAX + 1) + 4;
 
 impl Cuda {
     /// y rows for `ntok` tokens (dense) or `slots` slots (mat_ids given).
@@ -95,6 +103,227 @@ impl Cuda {
         }
         let name = if scalar { "matvec_scalar" } else { "matvec" };
         self.launch(name, (blocks(w.rows, 8), grid_y, 1), 256, 0, &mut a)
+    }
+
+    /// Routed experts of a matvec-sized batch in two launches (`mvs_gate_up`
+    /// with the SwiGLU fused, `mvs_down`), if the stacks are IQ2_XXS / Q2_K
+    /// with rows of whole 256-blocks that fit in shared memory; `None`: the
+    /// caller takes the per-matrix path.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn moe_fused(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        routing: &Routing<Self>,
+        gate: &CudaMat,
+        up: &CudaMat,
+        down: &CudaMat,
+        limit: f32,
+    ) -> Result<Option<CudaBuf>> {
+        let (d, f, k) = (gate.cols, gate.rows, routing.k);
+        let slots = rows * k;
+        let two_bit = |w: &CudaMat| w.fmt == 4 || w.fmt == 6;
+        let fits = |cols: usize| cols.is_multiple_of(256) && cols * 4 <= MVS_SMEM_MAX;
+        if MV_OLD.load(std::sync::atomic::Ordering::Relaxed)
+            || !(two_bit(gate) && two_bit(down) && fits(d) && fits(f))
+            || gate.fmt != up.fmt
+            || gate.mat_bytes != up.mat_bytes
+            || up.rows != f
+            || slots == 0
+        {
+            return Ok(None);
+        }
+        ensure!(slots <= 65535, "{slots} expert slots in one launch");
+        let ids = routing.ids.m.ptr;
+        let mid = self.buf(slots * f)?;
+        let mut a = Args::new();
+        a.i(gate.fmt)
+            .p(gate.m.ptr)
+            .p(up.m.ptr)
+            .l(gate.mat_bytes)
+            .p(ids)
+            .i(f as i32)
+            .i(d as i32)
+            .p(x.m.ptr)
+            .i(k as i32)
+            .p(routing.weights.m.ptr)
+            .f(limit)
+            .p(mid.m.ptr)
+            .i(1);
+        let bx = f.div_ceil(8) as u32;
+        self.launch(
+            "mvs_gate_up",
+            (bx, slots as u32, 1),
+            128,
+            (d * 4) as u32,
+            &mut a,
+        )?;
+        let ys = self.buf(slots * d)?;
+        let mut a = Args::new();
+        a.i(down.fmt)
+            .p(down.m.ptr)
+            .l(down.mat_bytes)
+            .p(ids)
+            .i(d as i32)
+            .i(f as i32)
+            .p(mid.m.ptr)
+            .p(ys.m.ptr)
+            .i(MVS_ITERS as i32);
+        let bx = d.div_ceil(8 * MVS_ITERS) as u32;
+        self.launch(
+            "mvs_down",
+            (bx, slots as u32, 1),
+            128,
+            (f * 4) as u32,
+            &mut a,
+        )?;
+        Ok(Some(self.sum_slots(&ys, k, d, rows)?))
+    }
+
+    /// Routed experts of a matvec-sized batch, one launch per matrix.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn moe_unfused(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        routing: &Routing<Self>,
+        gate: &CudaMat,
+        up: &CudaMat,
+        down: &CudaMat,
+        limit: f32,
+    ) -> Result<CudaBuf> {
+        let (d, f, k) = (gate.cols, gate.rows, routing.k);
+        let slots = rows * k;
+        let g = self.buf(slots * f)?;
+        let u = self.buf(slots * f)?;
+        let ids = routing.ids.m.ptr;
+        self.mv(gate, ids, x.m.ptr, d, 0, k, 1, g.m.ptr, f, slots)?;
+        self.mv(up, ids, x.m.ptr, d, 0, k, 1, u.m.ptr, f, slots)?;
+        let mid = self.swiglu_k(&g, &u, routing.weights.m.ptr, f, limit)?;
+        let ys = self.buf(slots * d)?;
+        self.mv(down, ids, mid.m.ptr, f, 0, 1, 1, ys.m.ptr, d, slots)?;
+        self.sum_slots(&ys, k, d, rows)
+    }
+
+    /// `matmul` of several matrices on one decode row: the F32/F16/BF16/Q8_0
+    /// ones whose rows split into whole chunks run together in `mvm_R`
+    /// launches (up to MVM_MAX matrices each), the rest one by one.
+    pub(super) fn matmul_many_impl(
+        &self,
+        ws: &[&CudaMat],
+        x: &CudaBuf,
+        rows: usize,
+    ) -> Result<Vec<CudaBuf>> {
+        let cw = |w: &CudaMat| match w.fmt {
+            0 => Some(4),
+            1 | 2 => Some(8),
+            3 => Some(16),
+            _ => None,
+        };
+        let cols = ws.first().map_or(0, |w| w.cols);
+        let fits = |w: &CudaMat, r: usize| {
+            cw(w).is_some_and(|c| w.cols.is_multiple_of(c) && (w.cols / c).is_multiple_of(256 / r))
+        };
+        let on = rows == 1
+            && x.n == cols
+            && self.use_gemm(rows).is_none()
+            && !MV_OLD.load(std::sync::atomic::Ordering::Relaxed);
+        let group: Vec<usize> = (0..ws.len())
+            .filter(|&i| on && ws[i].mats == 1 && ws[i].cols == cols && fits(ws[i], 1))
+            .collect();
+        let mut out: Vec<Option<CudaBuf>> = ws.iter().map(|_| None).collect();
+        for part in group.chunks(MVM_MAX) {
+            if part.len() < 2 {
+                continue;
+            }
+            // most rows per warp (x reuse) that still gives two blocks per SM
+            let want = 2 * self.dev.n_sm.max(1) as usize;
+            let nblocks = |r: usize| -> usize {
+                part.iter()
+                    .map(|&i| ws[i].rows.div_ceil(r).div_ceil(4))
+                    .sum()
+            };
+            let r = [8, 4, 2, 1]
+                .into_iter()
+                .find(|&r| part.iter().all(|&i| fits(ws[i], r)) && nblocks(r) >= want)
+                .unwrap_or(1);
+            let mut tab = Vec::with_capacity(296);
+            let mut bstart = vec![0i32];
+            let mut ys = Vec::with_capacity(part.len());
+            for &i in part {
+                ys.push(self.buf(ws[i].rows)?);
+            }
+            let pad = |v: &mut Vec<u8>, n: usize| v.resize(v.len() + n, 0);
+            for &i in part {
+                tab.extend_from_slice(&ws[i].m.ptr.to_le_bytes());
+            }
+            pad(&mut tab, 8 * (MVM_MAX - part.len()));
+            for y in &ys {
+                tab.extend_from_slice(&y.m.ptr.to_le_bytes());
+            }
+            pad(&mut tab, 8 * (MVM_MAX - part.len()));
+            for &i in part {
+                tab.extend_from_slice(&ws[i].d_off.to_le_bytes());
+            }
+            pad(&mut tab, 8 * (MVM_MAX - part.len()));
+            for &i in part {
+                tab.extend_from_slice(&ws[i].fmt.to_le_bytes());
+            }
+            pad(&mut tab, 4 * (MVM_MAX - part.len()));
+            for &i in part {
+                tab.extend_from_slice(&(ws[i].rows as i32).to_le_bytes());
+                let b = ws[i].rows.div_ceil(r).div_ceil(4) as i32;
+                bstart.push(bstart.last().copied().unwrap_or(0) + b);
+            }
+            pad(&mut tab, 4 * (MVM_MAX - part.len()));
+            let total = *bstart.last().unwrap_or(&0);
+            bstart.resize(MVM_MAX + 1, total);
+            for b in &bstart {
+                tab.extend_from_slice(&b.to_le_bytes());
+            }
+            tab.extend_from_slice(&(part.len() as i32).to_le_bytes());
+            debug_assert_eq!(tab.len(), MVM_TAB_BYTES);
+            let mut a = Args::new();
+            a.blob(&tab).i(cols as i32).p(x.m.ptr);
+            let name = match r {
+                8 => "mvm_8",
+                4 => "mvm_4",
+                2 => "mvm_2",
+                _ => "mvm_1",
+            };
+            self.launch(name, (total as u32, 1, 1), 128, 0, &mut a)?;
+            for (&i, y) in part.iter().zip(ys) {
+                out[i] = Some(y);
+            }
+        }
+        ws.iter()
+            .zip(out)
+            .map(|(w, y)| match y {
+                Some(y) => Ok(y),
+                None => self.matmul(w, x, rows),
+            })
+            .collect()
+    }
+
+    pub(super) fn swiglu_k(
+        &self,
+        g: &CudaBuf,
+        u: &CudaBuf,
+        w: CUdeviceptr,
+        width: usize,
+        limit: f32,
+    ) -> Result<CudaBuf> {
+        let out = self.buf(g.n)?;
+        let mut a = Args::new();
+        a.p(g.m.ptr)
+            .p(u.m.ptr)
+            .p(w)
+            .i(width as i32)
+            .l(g.n as i64)
+            .f(limit)
+            .p(out.m.ptr);
+        self.launch("swiglu", (blocks(g.n, 256), 1, 1), 256, 0, &mut a)?;
+        Ok(out)
     }
 
     /// Sum of each token's `k` slot rows of width `d` (routed experts).

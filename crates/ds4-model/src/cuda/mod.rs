@@ -10,6 +10,8 @@ pub mod compile;
 pub mod dev;
 pub mod gemm;
 mod matmul;
+mod ops;
+mod seq;
 
 use crate::backend::{
     Backend, CompGeom, CompVis, HashRoute, Pos, RopePos, RopeTable, Routing, Seq,
@@ -37,8 +39,14 @@ pub const KERNELS: &[&str] = &[
     "mvc_2_8",
     "mvc_4_8",
     "mvc_8_8",
+    "mvm_1",
+    "mvm_2",
+    "mvm_4",
+    "mvm_8",
     "mvx_iq2",
     "mvx_q2k",
+    "mvs_gate_up",
+    "mvs_down",
     "repack_q8_0",
     "dequant_rows_f32",
     "rms_norm",
@@ -49,6 +57,7 @@ pub const KERNELS: &[&str] = &[
     "add_position_rows",
     "gather_rows",
     "rope",
+    "norm_rope",
     "fp8_sim",
     "hadamard_fp4",
     "hc_pre_finish",
@@ -64,7 +73,8 @@ pub const KERNELS: &[&str] = &[
     "comp_ring_store",
     "idx_scores",
     "idx_topk",
-    "attention512",
+    "attention512_split",
+    "attention_combine",
     "attention_any",
     "attention512_h8",
     "dequant_f16",
@@ -76,6 +86,10 @@ pub const KERNELS: &[&str] = &[
 
 /// Tokens per matvec launch (the kernel's MV_MAX_TOK).
 const MV_TOK: usize = 8;
+/// Decode attention (`attention512_split`): chunks of a multiple of this many
+/// visible rows (the kernel's ATT_STAGE), at most this many chunks.
+const ATT_CHUNK: usize = 16;
+const ATT_MAX_CHUNKS: usize = 24;
 
 /// The CUDA backend (one device, one stream).
 #[derive(Clone)]
@@ -284,27 +298,6 @@ impl Cuda {
         a: &mut Args,
     ) -> Result<()> {
         self.dev.launch(name, grid, (block, 1, 1), smem, a)
-    }
-
-    fn swiglu_k(
-        &self,
-        g: &CudaBuf,
-        u: &CudaBuf,
-        w: CUdeviceptr,
-        width: usize,
-        limit: f32,
-    ) -> Result<CudaBuf> {
-        let out = self.buf(g.n)?;
-        let mut a = Args::new();
-        a.p(g.m.ptr)
-            .p(u.m.ptr)
-            .p(w)
-            .i(width as i32)
-            .l(g.n as i64)
-            .f(limit)
-            .p(out.m.ptr);
-        self.launch("swiglu", (blocks(g.n, 256), 1, 1), 256, 0, &mut a)?;
-        Ok(out)
     }
 }
 
@@ -596,16 +589,12 @@ impl Backend for Cuda {
         self.dense(w, x, rows, groups)
     }
 
+    fn matmul_many(&self, ws: &[&CudaMat], x: &CudaBuf, rows: usize) -> Result<Vec<CudaBuf>> {
+        self.matmul_many_impl(ws, x, rows)
+    }
+
     fn rms_norm(&self, x: &mut CudaBuf, width: usize, w: Option<&CudaBuf>, eps: f32) -> Result<()> {
-        let rows = x.n / width.max(1);
-        let mut a = Args::new();
-        a.p(x.m.ptr)
-            .p(x.m.ptr)
-            .i(width as i32)
-            .p(w.map_or(0, |b| b.m.ptr))
-            .f(eps);
-        let bs = if width >= 1024 { 1024 } else { 256 };
-        self.launch("rms_norm", (rows as u32, 1, 1), bs, 0, &mut a)
+        self.rms_norm_op(x, width, w, eps)
     }
 
     fn rope(
@@ -618,75 +607,34 @@ impl Backend for Cuda {
         inverse: bool,
         precise: bool,
     ) -> Result<()> {
-        let rows = x.n / (heads * head_dim).max(1);
-        let (dpos, start, step) = match pos {
-            RopePos::Tokens(p) => {
-                ensure!(
-                    p.host.len() == rows,
-                    "RoPE: {} positions for {rows} rows",
-                    p.host.len()
-                );
-                (p.dev.m.ptr, 0, 0)
-            }
-            RopePos::Arith { start, step } => (0, start, step),
-        };
-        let mut a = Args::new();
-        a.p(x.m.ptr)
-            .i(rows as i32)
-            .i(heads as i32)
-            .i(head_dim as i32)
-            .i(table.npairs as i32)
-            .p(dpos)
-            .i(start as i32)
-            .i(step as i32)
-            .p(table.inv32.ptr)
-            .p(table.inv64.ptr)
-            .i(inverse as i32)
-            .i(precise as i32);
-        self.launch(
-            "rope",
-            (blocks(rows * heads * table.npairs, 256), 1, 1),
-            256,
-            0,
-            &mut a,
-        )
+        self.rope_op(x, heads, head_dim, pos, table, inverse, precise)
+    }
+
+    fn norm_rope(
+        &self,
+        x: &mut CudaBuf,
+        heads: usize,
+        head_dim: usize,
+        w: Option<&CudaBuf>,
+        eps: f32,
+        pos: RopePos<'_, '_, Self>,
+        table: &CudaRope,
+        precise: bool,
+        kv_round: Option<usize>,
+    ) -> Result<()> {
+        self.norm_rope_op(x, heads, head_dim, w, eps, pos, table, precise, kv_round)
     }
 
     fn fp8_sim(&self, x: &mut CudaBuf, width: usize, nope: usize) -> Result<()> {
-        let rows = x.n / width.max(1);
-        let mut a = Args::new();
-        a.p(x.m.ptr).i(rows as i32).i(width as i32).i(nope as i32);
-        self.launch(
-            "fp8_sim",
-            (blocks(rows * (nope / 64) * 32, 128), 1, 1),
-            128,
-            0,
-            &mut a,
-        )
+        self.fp8_sim_op(x, width, nope)
     }
 
     fn f16_round(&self, x: &mut CudaBuf) -> Result<()> {
-        let mut a = Args::new();
-        a.p(x.m.ptr).l(x.n as i64);
-        self.launch("f16_round", (blocks(x.n, 256), 1, 1), 256, 0, &mut a)
+        self.f16_round_op(x)
     }
 
     fn hadamard_fp4(&self, x: &mut CudaBuf, width: usize) -> Result<()> {
-        ensure!(
-            width.is_power_of_two() && (32..=1024).contains(&width),
-            "Hadamard width {width}"
-        );
-        let rows = x.n / width;
-        let scale = (1.0 / (width as f64).sqrt()) as f32;
-        let mut a = Args::new();
-        a.p(x.m.ptr).i(width as i32).f(scale);
-        self.launch(
-            "hadamard_fp4",
-            (rows as u32, 1, 1),
-            width as u32,
-            (width * 4) as u32,
-            &mut a,
-        )
+        self.hadamard_fp4_op(x, width)
     }
 
     fn hc_pre(
@@ -698,27 +646,20 @@ impl Backend for Cuda {
         base: &CudaBuf,
         scale: &CudaBuf,
     ) -> Result<(CudaBuf, CudaBuf, CudaBuf)> {
-        let (n, d) = (cfg.n_hc, cfg.dim);
-        let normed = self.rms_to(x, n * d, cfg.rms_eps)?;
-        let mix = self.matmul(fn_, &normed, rows)?;
-        let y = self.buf(rows * d)?;
-        let post = self.buf(rows * n)?;
-        let comb = self.buf(rows * n * n)?;
-        let mut a = Args::new();
-        a.p(mix.m.ptr)
-            .p(base.m.ptr)
-            .p(scale.m.ptr)
-            .p(x.m.ptr)
-            .i(n as i32)
-            .i(d as i32)
-            .i(cfg.sinkhorn_iters as i32)
-            .f(cfg.hc_eps)
-            .p(y.m.ptr)
-            .p(post.m.ptr)
-            .p(comb.m.ptr);
-        let split = d.div_ceil(512) as u32;
-        self.launch("hc_pre_finish", (rows as u32, split, 1), 256, 0, &mut a)?;
-        Ok((y, post, comb))
+        self.hc_pre_op(x, rows, cfg, fn_, base, scale)
+    }
+
+    fn hc_pre_norm(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        cfg: &Config,
+        fn_: &CudaMat,
+        base: &CudaBuf,
+        scale: &CudaBuf,
+        w: &CudaBuf,
+    ) -> Result<(CudaBuf, CudaBuf, CudaBuf)> {
+        self.hc_pre_norm_op(x, rows, cfg, fn_, base, scale, w)
     }
 
     fn hc_post(
@@ -729,17 +670,7 @@ impl Backend for Cuda {
         comb: &CudaBuf,
         cfg: &Config,
     ) -> Result<()> {
-        let (n, d) = (cfg.n_hc, cfg.dim);
-        let rows = x.n / (n * d);
-        let mut a = Args::new();
-        a.p(x.m.ptr)
-            .p(o.m.ptr)
-            .p(post.m.ptr)
-            .p(comb.m.ptr)
-            .i(n as i32)
-            .i(d as i32)
-            .i(rows as i32);
-        self.launch("hc_post", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)
+        self.hc_post_op(x, o, post, comb, cfg)
     }
 
     fn hc_head(
@@ -751,21 +682,7 @@ impl Backend for Cuda {
         base: &CudaBuf,
         scale: &CudaBuf,
     ) -> Result<CudaBuf> {
-        let (n, d) = (cfg.n_hc, cfg.dim);
-        let normed = self.rms_to(x, n * d, cfg.rms_eps)?;
-        let mix = self.matmul(fn_, &normed, rows)?;
-        let y = self.buf(rows * d)?;
-        let mut a = Args::new();
-        a.p(mix.m.ptr)
-            .p(base.m.ptr)
-            .p(scale.m.ptr)
-            .p(x.m.ptr)
-            .i(n as i32)
-            .i(d as i32)
-            .f(cfg.hc_eps)
-            .p(y.m.ptr);
-        self.launch("hc_head_finish", (rows as u32, 1, 1), 256, 0, &mut a)?;
-        Ok(y)
+        self.hc_head_op(x, rows, cfg, fn_, base, scale)
     }
 
     fn add(&self, a_: &mut CudaBuf, b: &CudaBuf) -> Result<()> {
@@ -825,30 +742,7 @@ impl Backend for Cuda {
         hash: Option<HashRoute<'_, Self>>,
         scale: f32,
     ) -> Result<Routing<Self>> {
-        ensure!(logits.n == rows * n_exp, "router logits size");
-        ensure!(
-            n_exp <= 2048 && k <= 16,
-            "router of {n_exp} experts, {k} used"
-        );
-        let ids = self.idx(rows * k)?;
-        let weights = self.buf(rows * k)?;
-        let (table, tokens) = match &hash {
-            Some(h) => (h.table.m.ptr, h.tokens.m.ptr),
-            None => (0, 0),
-        };
-        let mut a = Args::new();
-        a.p(logits.m.ptr)
-            .i(rows as i32)
-            .i(n_exp as i32)
-            .i(k as i32)
-            .p(bias.map_or(0, |b| b.m.ptr))
-            .p(table)
-            .p(tokens)
-            .f(scale)
-            .p(ids.m.ptr)
-            .p(weights.m.ptr);
-        self.launch("route", (blocks(rows, 4), 1, 1), 128, 0, &mut a)?;
-        Ok(Routing { k, ids, weights })
+        self.route_op(logits, rows, n_exp, k, bias, hash, scale)
     }
 
     fn moe(
@@ -861,27 +755,18 @@ impl Backend for Cuda {
         down: &CudaMat,
         limit: f32,
     ) -> Result<CudaBuf> {
-        let d = gate.cols;
-        let f = gate.rows;
-        let k = routing.k;
-        let slots = rows * k;
-        ensure!(x.n == rows * d, "MoE input size");
+        ensure!(x.n == rows * gate.cols, "MoE input size");
         ensure!(
-            gate.mats == up.mats && up.mats == down.mats && down.cols == f,
+            gate.mats == up.mats && up.mats == down.mats && down.cols == gate.rows,
             "expert stacks disagree in shape"
         );
         if let Some(blas) = self.use_gemm(rows) {
             return self.moe_gemm(blas, x, rows, routing, gate, up, down, limit);
         }
-        let g = self.buf(slots * f)?;
-        let u = self.buf(slots * f)?;
-        let ids = routing.ids.m.ptr;
-        self.mv(gate, ids, x.m.ptr, d, 0, k, 1, g.m.ptr, f, slots)?;
-        self.mv(up, ids, x.m.ptr, d, 0, k, 1, u.m.ptr, f, slots)?;
-        let mid = self.swiglu_k(&g, &u, routing.weights.m.ptr, f, limit)?;
-        let ys = self.buf(slots * d)?;
-        self.mv(down, ids, mid.m.ptr, f, 0, 1, 1, ys.m.ptr, d, slots)?;
-        self.sum_slots(&ys, k, d, rows)
+        if let Some(y) = self.moe_fused(x, rows, routing, gate, up, down, limit)? {
+            return Ok(y);
+        }
+        self.moe_unfused(x, rows, routing, gate, up, down, limit)
     }
 
     fn swiglu_ffn(
@@ -893,8 +778,11 @@ impl Backend for Cuda {
         down: &CudaMat,
         limit: f32,
     ) -> Result<CudaBuf> {
-        let g = self.matmul(gate, x, rows)?;
-        let u = self.matmul(up, x, rows)?;
+        let mut gu = self.matmul_many(&[gate, up], x, rows)?.into_iter();
+        let (g, u) = match (gu.next(), gu.next()) {
+            (Some(g), Some(u)) => (g, u),
+            _ => anyhow::bail!("matmul_many returned too few outputs"),
+        };
         let mid = self.swiglu_k(&g, &u, 0, gate.rows, limit)?;
         self.matmul(down, &mid, rows)
     }
@@ -922,66 +810,7 @@ impl Backend for Cuda {
         seq: Seq,
         g: CompGeom,
     ) -> Result<Option<CudaBuf>> {
-        let in_w = g.in_width();
-        let rr = g.ring_rows();
-        ensure!(
-            ring_kv.n == rr * in_w && ring_score.n == rr * in_w,
-            "compressor frontier size"
-        );
-        ensure!(
-            (seq.row0 + seq.n) * in_w <= kv.n && kv.n == score.n,
-            "compressor input size"
-        );
-        let (w0, count) = g.emitted(seq);
-        let mut out = None;
-        if count > 0 {
-            let o = self.buf(count * g.width)?;
-            let mut a = Args::new();
-            a.p(ring_kv.m.ptr)
-                .p(ring_score.m.ptr)
-                .p(kv.m.ptr)
-                .p(score.m.ptr)
-                .i(seq.row0 as i32)
-                .l(seq.p0 as i64)
-                .i(w0 as i32)
-                .i(count as i32)
-                .i(g.ratio as i32)
-                .i(g.width as i32)
-                .i(g.overlap as i32)
-                .p(o.m.ptr);
-            self.launch(
-                "comp_pool",
-                (blocks(count * g.width, 256), 1, 1),
-                256,
-                0,
-                &mut a,
-            )?;
-            out = Some(o);
-        }
-        let end = seq.p0 + seq.n;
-        let first = end.saturating_sub(rr).max(seq.p0);
-        let n = end - first;
-        if n > 0 {
-            let mut a = Args::new();
-            a.p(ring_kv.m.ptr)
-                .p(ring_score.m.ptr)
-                .p(kv.m.ptr)
-                .p(score.m.ptr)
-                .i(seq.row0 as i32)
-                .l(seq.p0 as i64)
-                .l(first as i64)
-                .i(n as i32)
-                .i(rr as i32)
-                .i(in_w as i32);
-            self.launch(
-                "comp_ring_store",
-                (blocks(n * in_w, 256), 1, 1),
-                256,
-                0,
-                &mut a,
-            )?;
-        }
-        Ok(out)
+        self.compress_op(ring_kv, ring_score, kv, score, seq, g)
     }
 
     fn indexer_topk(
@@ -995,46 +824,7 @@ impl Backend for Cuda {
         dim: usize,
         k: usize,
     ) -> Result<CudaIdx> {
-        ensure!(
-            rows.width == dim && n_rows <= rows.rows,
-            "indexer rows shape"
-        );
-        let ld = n_rows.max(1);
-        let scores = self.buf(seq.n * ld)?;
-        let smem = (heads * (dim + 1) + heads) * 4;
-        ensure!(
-            smem <= 48 * 1024,
-            "indexer query of {heads} x {dim} exceeds shared memory"
-        );
-        let mut a = Args::new();
-        a.p(q.m.ptr)
-            .p(w.m.ptr)
-            .p(rows.m.ptr)
-            .i(rows.half as i32)
-            .i(n_rows as i32)
-            .i(seq.row0 as i32)
-            .l(seq.p0 as i64)
-            .i(heads as i32)
-            .i(dim as i32)
-            .i(ld as i32)
-            .p(scores.m.ptr);
-        self.launch(
-            "idx_scores",
-            (blocks(ld, 32), seq.n as u32, 1),
-            256,
-            smem as u32,
-            &mut a,
-        )?;
-        let out = self.idx(seq.n * k)?;
-        let mut a = Args::new();
-        a.p(scores.m.ptr)
-            .i(ld as i32)
-            .i(n_rows as i32)
-            .l(seq.p0 as i64)
-            .i(k as i32)
-            .p(out.m.ptr);
-        self.launch("idx_topk", (seq.n as u32, 1, 1), 1024, 0, &mut a)?;
-        Ok(out)
+        self.indexer_topk_op(q, w, rows, n_rows, seq, heads, dim, k)
     }
 
     fn attention(
@@ -1052,61 +842,8 @@ impl Backend for Cuda {
         sinks: &CudaBuf,
         scale: f32,
     ) -> Result<()> {
-        ensure!(
-            raw.width == hd && raw.rows == window,
-            "raw window store shape"
-        );
-        ensure!(
-            (seq.row0 + seq.n) * heads * hd <= q.n && (seq.row0 + seq.n) * heads * hd <= out.n,
-            "attention buffers too small"
-        );
-        let (mode, ratio, sel, k) = match &vis {
-            CompVis::None => (0, 1, 0, 0),
-            CompVis::All { ratio } => (1, *ratio, 0, 0),
-            CompVis::Selected { sel, k } => (2, 1, sel.m.ptr, *k),
-        };
-        ensure!(mode == 0 || comp.is_some(), "compressed rows missing");
-        let (cptr, chalf) = comp.map_or((0, false), |c| (c.m.ptr, c.half));
-        let mut a = Args::new();
-        a.p(out.m.ptr)
-            .p(q.m.ptr)
-            .p(kv.m.ptr)
-            .p(raw.m.ptr)
-            .i(raw.half as i32)
-            .i(window as i32)
-            .p(cptr)
-            .i(chalf as i32)
-            .i(mode)
-            .i(ratio as i32)
-            .p(sel)
-            .i(k as i32)
-            .i(seq.row0 as i32)
-            .l(seq.p0 as i64)
-            .i(heads as i32);
-        let any = ATT_ANY.load(std::sync::atomic::Ordering::Relaxed);
-        if hd == 512 && seq.n >= 16 && !any {
-            a.p(sinks.m.ptr).f(scale);
-            let g = heads.div_ceil(8) as u32;
-            self.launch("attention512_h8", (seq.n as u32, g, 1), 256, 0, &mut a)
-        } else if hd == 512 && !any {
-            a.p(sinks.m.ptr).f(scale);
-            self.launch(
-                "attention512",
-                (seq.n as u32, heads as u32, 1),
-                256,
-                0,
-                &mut a,
-            )
-        } else {
-            ensure!(hd <= 1024, "head dim {hd}");
-            a.i(hd as i32).p(sinks.m.ptr).f(scale);
-            self.launch(
-                "attention_any",
-                (seq.n as u32, heads as u32, 1),
-                128,
-                0,
-                &mut a,
-            )
-        }
+        self.attention_op(
+            out, q, kv, raw, comp, vis, seq, window, heads, hd, sinks, scale,
+        )
     }
 }

@@ -207,7 +207,6 @@ extern "C" __global__ void idx_topk(const float* scores, int ld, int n_rows, lon
 // the visible rows (interleaved) with an online softmax each, then combine.
 // Lane holds dims {c*128 + lane*4 + j}: coalesced row loads.
 // ---------------------------------------------------------------------------
-#define ATT_WARPS 8
 __device__ __forceinline__ void load_row512(const float* rf, const u16* rh, float* v, int lane) {
     if (rf) {
 #pragma unroll
@@ -251,17 +250,25 @@ __device__ __forceinline__ bool att_row(int j, int nr, long long lo, long long p
     return true;
 }
 
-// Generic-width attention (head_dim a multiple of 128 up to 512 uses the fast path;
-// other widths take the scalar path below).
-extern "C" __global__ void __launch_bounds__(256) attention512(
-    float* out, const float* q, const float* kv, const void* raw, int raw_half, int window,
+// Decode form (flash-decoding): block = (chunk c, token i, 8 heads); the block
+// stages the chunk's visible rows [c*ch, (c+1)*ch) of token i into shared memory
+// 16 at a time (each of the 8 warps loads two rows, all loads in flight
+// together), then warp w = head 8*blockIdx.z + w runs its online softmax over
+// them in row order. Chunk 0 starts from the sink. Writes the chunk's
+// unnormalised (m, l, o) to part: o at ((i*heads + h)*nch + c)*512, then m and
+// l after all o. `attention_combine` merges the chunks.
+#define ATT_STAGE 16
+extern "C" __global__ void __launch_bounds__(256) attention512_split(
+    float* part, const float* q, const float* kv, const void* raw, int raw_half, int window,
     const void* comp, int comp_half, int vis_mode, int ratio, const int* sel, int k,
-    int row0, long long p0, int heads, const float* sinks, float scale) {
-    __shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
-    __shared__ float sm_o[ATT_WARPS][512];
+    int row0, long long p0, int heads, const float* sinks, float scale, int ch, int nch,
+    int n) {
     const int hd = 512;
-    int i = blockIdx.x, h = blockIdx.y;
+    __shared__ float4 rows_sh[ATT_STAGE][128];
+    __shared__ int ok_sh[ATT_STAGE];
+    int c = blockIdx.x, i = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int h = blockIdx.z * 8 + warp;
     int t = row0 + i;
     long long p = p0 + i;
     long long lo = p + 1 - window;
@@ -270,69 +277,106 @@ extern "C" __global__ void __launch_bounds__(256) attention512(
     int nc = 0;
     if (vis_mode == 1) nc = (int)((p + 1) / ratio);
     else if (vis_mode == 2) nc = k;
+    int j1 = min((c + 1) * ch, nr + nc);
+    bool active = h < heads;
     float qv[16];
-    const float* qh = q + ((long long)t * heads + h) * hd;
-    load_row512(qh, 0, qv, lane);
-    float z = sinks[h];
-    float m = z, l = (warp == 0) ? 1.f : 0.f;
-    if (warp != 0) m = -INFINITY;
+    if (active) load_row512(q + ((long long)t * heads + h) * hd, 0, qv, lane);
+    float m = -INFINITY, l = 0.f;
+    if (c == 0 && active) { m = sinks[h]; l = 1.f; }
     float o[16];
 #pragma unroll
     for (int j = 0; j < 16; j++) o[j] = 0.f;
-    // two rows per step (j and j + ATT_WARPS): both loads and both dot
-    // products in flight together, then the online-softmax updates in row
-    // order, so the arithmetic is that of one row per step
-    float v[2][16];
-    for (int j0 = warp; j0 < nr + nc; j0 += 2 * ATT_WARPS) {
-        bool ok[2];
+    for (int b0 = c * ch; b0 < j1; b0 += ATT_STAGE) {
+        int nb = min(ATT_STAGE, j1 - b0);
 #pragma unroll
-        for (int u = 0; u < 2; u++) {
-            int j = j0 + u * ATT_WARPS;
+        for (int u = 0; u < ATT_STAGE / 8; u++) {
+            int jj = warp + 8 * u;
             const float* rf = 0;
             const u16* rh = 0;
-            ok[u] = j < nr + nc && att_row(j, nr, lo, p0, row0, kv, raw, raw_half, window, comp,
-                                           comp_half, vis_mode, sel, k, i, hd, &rf, &rh);
-            if (ok[u]) load_row512(rf, rh, v[u], lane);
+            bool ok = jj < nb && att_row(b0 + jj, nr, lo, p0, row0, kv, raw, raw_half, window,
+                                         comp, comp_half, vis_mode, sel, k, i, hd, &rf, &rh);
+            if (ok) {
+                float v[16];
+                load_row512(rf, rh, v, lane);
+#pragma unroll
+                for (int cc = 0; cc < 4; cc++)
+                    rows_sh[jj][cc * 32 + lane] =
+                        make_float4(v[4 * cc], v[4 * cc + 1], v[4 * cc + 2], v[4 * cc + 3]);
+            }
+            if (lane == 0) ok_sh[jj] = ok;
         }
-        float sc[2];
+        __syncthreads();
+        if (active) {
+            for (int jj = 0; jj < nb; jj += 2) {
+                float v[2][16], sc[2];
 #pragma unroll
-        for (int u = 0; u < 2; u++) {
-            float d = 0.f;
+                for (int u = 0; u < 2; u++) {
+                    int r = min(jj + u, ATT_STAGE - 1);
 #pragma unroll
-            for (int e = 0; e < 16; e++) d = fmaf(qv[e], v[u][e], d);
-            sc[u] = warp_sum(d) * scale;
+                    for (int cc = 0; cc < 4; cc++) {
+                        float4 a = rows_sh[r][cc * 32 + lane];
+                        v[u][4 * cc] = a.x; v[u][4 * cc + 1] = a.y;
+                        v[u][4 * cc + 2] = a.z; v[u][4 * cc + 3] = a.w;
+                    }
+                    float d = 0.f;
+#pragma unroll
+                    for (int e = 0; e < 16; e++) d = fmaf(qv[e], v[u][e], d);
+                    sc[u] = warp_sum(d) * scale;
+                }
+#pragma unroll
+                for (int u = 0; u < 2; u++) {
+                    if (jj + u >= nb || !ok_sh[jj + u]) continue;
+                    float s = sc[u];
+                    float mn = fmaxf(m, s);
+                    float corr = (m == -INFINITY) ? 0.f : expf(m - mn);
+                    float ps = expf(s - mn);
+                    l = l * corr + ps;
+#pragma unroll
+                    for (int e = 0; e < 16; e++) o[e] = o[e] * corr + ps * v[u][e];
+                    m = mn;
+                }
+            }
         }
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-            if (!ok[u]) continue;
-            float s = sc[u];
-            float mn = fmaxf(m, s);
-            float corr = expf(m - mn);
-            float ps = expf(s - mn);
-            l = l * corr + ps;
-#pragma unroll
-            for (int e = 0; e < 16; e++) o[e] = o[e] * corr + ps * v[u][e];
-            m = mn;
-        }
+        __syncthreads();
     }
-    if (lane == 0) { sm_m[warp] = m; sm_l[warp] = l; }
-    __syncthreads();
+    if (!active) return;
+    long long slot = ((long long)i * heads + h) * nch + c;
+    float* po = part + slot * hd;
+#pragma unroll
+    for (int cc = 0; cc < 4; cc++)
+        *(float4*)(po + cc * 128 + lane * 4) =
+            make_float4(o[4 * cc], o[4 * cc + 1], o[4 * cc + 2], o[4 * cc + 3]);
+    if (lane == 0) {
+        long long total = (long long)n * heads * nch;
+        part[total * hd + slot] = m;
+        part[total * hd + total + slot] = l;
+    }
+}
+
+// Merge of attention512_split's chunks: block = (token i, head h), 128 threads x 4 dims.
+extern "C" __global__ void attention_combine(float* out, const float* part, int row0,
+                                             int heads, int nch, int n) {
+    const int hd = 512;
+    int i = blockIdx.x, h = blockIdx.y;
+    long long total = (long long)n * heads * nch;
+    long long s0 = ((long long)i * heads + h) * nch;
+    const float* pm = part + total * hd + s0;
+    const float* pl = part + total * hd + total + s0;
     float M = -INFINITY;
-    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm_m[w]);
-    float f = (m == -INFINITY) ? 0.f : expf(m - M);
-#pragma unroll
-    for (int c = 0; c < 4; c++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) sm_o[warp][c * 128 + lane * 4 + e] = o[4 * c + e] * f;
-    __syncthreads();
+#pragma unroll 8
+    for (int c = 0; c < nch; c++) M = fmaxf(M, pm[c]);
     float L = 0.f;
-    for (int w = 0; w < ATT_WARPS; w++) L += (sm_m[w] == -INFINITY) ? 0.f : sm_l[w] * expf(sm_m[w] - M);
-    float* oh = out + ((long long)t * heads + h) * hd;
-    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
-        float acc = 0.f;
-        for (int w = 0; w < ATT_WARPS; w++) acc += sm_o[w][c];
-        oh[c] = acc / L;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int c = 0; c < nch; c++) {
+        if (pm[c] == -INFINITY) continue;
+        float f = expf(pm[c] - M);
+        L += pl[c] * f;
+        float4 v = *(const float4*)(part + (s0 + c) * hd + threadIdx.x * 4);
+        acc.x += v.x * f; acc.y += v.y * f; acc.z += v.z * f; acc.w += v.w * f;
     }
+    float* oh = out + ((long long)(row0 + i) * heads + h) * hd;
+    *(float4*)(oh + threadIdx.x * 4) = make_float4(acc.x / L, acc.y / L, acc.z / L, acc.w / L);
 }
 
 // Prefill form: block = (token, 8 heads), warp w = head 8*blockIdx.y + w over

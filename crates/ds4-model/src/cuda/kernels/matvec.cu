@@ -313,6 +313,42 @@ MVC_KERNEL(2, 4, 8, 1)
 MVC_KERNEL(4, 2, 8, 1)
 MVC_KERNEL(8, 1, 8, 1)
 
+// Several matrices on one input row (decode): `mvm_R` runs mvc_body for up to
+// MVM_MAX matrices in one launch; matrix e owns blocks [bstart[e], bstart[e+1]).
+// Same sums as mvc_R_1 on each matrix alone.
+#define MVM_MAX 8
+struct MvTab {
+    const u8* w[MVM_MAX];
+    float* y[MVM_MAX];
+    long long d_off[MVM_MAX];
+    int fmt[MVM_MAX];
+    int rows[MVM_MAX];
+    int bstart[MVM_MAX + 1];
+    int n;
+};
+#define MVM_KERNEL(R, K)                                                                          \
+    extern "C" __global__ void __launch_bounds__(128, 4) mvm_##R(MvTab tab, int cols,             \
+                                                                 const float* __restrict__ x) {   \
+        int b = blockIdx.x, e = 0;                                                                \
+        while (e + 1 < tab.n && b >= tab.bstart[e + 1]) e++;                                      \
+        int rows = tab.rows[e];                                                                   \
+        int r0 = ((b - tab.bstart[e]) * 4 + (threadIdx.x >> 5)) * R;                              \
+        if (r0 >= rows) return;                                                                   \
+        const u8* w = tab.w[e];                                                                   \
+        long long dof = tab.d_off[e];                                                             \
+        float* y = tab.y[e];                                                                      \
+        switch (tab.fmt[e]) {                                                                     \
+        case FMT_F32: mvc_body<FMT_F32, R, K, 1>(w, dof, rows, cols, x, cols, 0, 1, y, rows, r0); break; \
+        case FMT_F16: mvc_body<FMT_F16, R, K, 1>(w, dof, rows, cols, x, cols, 0, 1, y, rows, r0); break; \
+        case FMT_BF16: mvc_body<FMT_BF16, R, K, 1>(w, dof, rows, cols, x, cols, 0, 1, y, rows, r0); break; \
+        default: mvc_body<FMT_Q8_0, R, K, 1>(w, dof, rows, cols, x, cols, 0, 1, y, rows, r0);     \
+        }                                                                                         \
+    }
+MVM_KERNEL(1, 8)
+MVM_KERNEL(2, 4)
+MVM_KERNEL(4, 2)
+MVM_KERNEL(8, 1)
+
 // ---------------------------------------------------------------------------
 // Routed-expert matrix × vector for one token per slot (decode): IQ2_XXS and
 // Q2_K rows in their GGUF block layout. A warp owns R rows and issues every
@@ -345,16 +381,33 @@ __device__ __forceinline__ void mvx_store(const float* acc, float* yb, int r0, i
     }
 }
 
-template <int R, int J>
-__device__ __forceinline__ void mvx_iq2_body(const u8* __restrict__ base, int rows, int cols,
-                                             const float* __restrict__ xb,
-                                             float* __restrict__ yb, int r0,
-                                             const u64* __restrict__ grid) {
+// x fetch of the mvx bodies: 16-byte chunk q (0..7) of 32-value sub-block g, from the
+// global row or from the block's shared copy, whose chunks are XOR-swizzled within each
+// sub-block so that the 8 lanes of a quarter-warp (8 consecutive sub-blocks) read 8
+// distinct bank groups.
+struct XGlobal {
+    const float* x;
+    __device__ __forceinline__ float4 operator()(int g, int q) const {
+        return ((const float4*)(x + g * 32))[q];
+    }
+};
+__device__ __forceinline__ int xswz(int g, int q) { return g * 8 + (q ^ (g & 7)); }
+struct XShared {
+    const float4* s;
+    __device__ __forceinline__ float4 operator()(int g, int q) const { return s[xswz(g, q)]; }
+};
+
+// Per-lane partial sums of R rows (row pointers wr) into acc.
+// SGN: the signs applied to the grid bytes (two's complement per byte, then
+// biased by 128 for the exact byte-to-float conversion; smask: the 8 sign bits
+// of each 7-bit index as 0x00/0xFF bytes) instead of to x: the same products,
+// so the same bits, in fewer instructions.
+template <int R, int J, bool SGN, class XF>
+__device__ __forceinline__ void mvx_iq2_dot(const u8* const* wr, int cols, XF xf, float* acc,
+                                            const u64* __restrict__ grid,
+                                            const u64* __restrict__ smask) {
     int lane = threadIdx.x & 31;
     int nsub = cols / 32;
-    const u8* wr[R];
-    float acc[R];
-    mvx_rows<R>(base, (long long)(cols / 256) * 66, r0, rows, wr, acc);
     for (int g0 = lane; g0 < nsub; g0 += 32 * J) {
         u32 a0[R][J], a1[R][J];
         float dd[R][J];
@@ -373,11 +426,10 @@ __device__ __forceinline__ void mvx_iq2_body(const u8* __restrict__ base, int ro
         for (int j = 0; j < J; j++) {
             int g = g0 + 32 * j;
             if (g >= nsub) break;
-            const float4* xp = (const float4*)(xb + g * 32);
             float xv[32];
 #pragma unroll
             for (int q = 0; q < 8; q++) {
-                float4 v = xp[q];
+                float4 v = xf(g, q);
                 xv[4 * q] = v.x; xv[4 * q + 1] = v.y; xv[4 * q + 2] = v.z; xv[4 * q + 3] = v.w;
             }
 #pragma unroll
@@ -387,13 +439,29 @@ __device__ __forceinline__ void mvx_iq2_body(const u8* __restrict__ base, int ro
 #pragma unroll
                 for (int k = 0; k < 4; k++) {
                     u64 gv = grid[(x0 >> (8 * k)) & 0xff];
-                    u32 gw[2] = {(u32)gv, (u32)(gv >> 32)};
-                    u32 sg = sign_bits((x1 >> (7 * k)) & 0x7f);
+                    if (SGN) {
+                        u64 sm = smask[(x1 >> (7 * k)) & 0x7f];
+                        u32 m[2] = {(u32)sm, (u32)(sm >> 32)};
+                        u32 g[2] = {(u32)gv, (u32)(gv >> 32)};
+                        u32 b[2];
 #pragma unroll
-                    for (int e = 0; e < 8; e++) {
-                        float v = byte_float(gw[e >> 2], e & 3);
-                        float xs = __int_as_float(__float_as_int(xv[8 * k + e]) ^ ((sg << (31 - e)) & 0x80000000u));
-                        sum = fmaf(v, xs, sum);
+                        for (int h = 0; h < 2; h++)
+                            b[h] = (g[h] ^ m[h] ^ 0x80808080u) + (m[h] & 0x01010101u);
+#pragma unroll
+                        for (int e = 0; e < 8; e++) {
+                            float v = __int_as_float(__byte_perm(b[e >> 2], 0x4B000000u, 0x7540 + (e & 3))) -
+                                      8388736.f;
+                            sum = fmaf(v, xv[8 * k + e], sum);
+                        }
+                    } else {
+                        u32 gw[2] = {(u32)gv, (u32)(gv >> 32)};
+                        u32 sg = sign_bits((x1 >> (7 * k)) & 0x7f);
+#pragma unroll
+                        for (int e = 0; e < 8; e++) {
+                            float v = byte_float(gw[e >> 2], e & 3);
+                            float xs = __int_as_float(__float_as_int(xv[8 * k + e]) ^ ((sg << (31 - e)) & 0x80000000u));
+                            sum = fmaf(v, xs, sum);
+                        }
                     }
                 }
                 float db = dd[i][j] * (0.5f + (float)(x1 >> 28)) * 0.25f;
@@ -401,18 +469,23 @@ __device__ __forceinline__ void mvx_iq2_body(const u8* __restrict__ base, int ro
             }
         }
     }
+}
+template <int R, int J, bool SGN, class XF>
+__device__ __forceinline__ void mvx_iq2_body(const u8* __restrict__ base, int rows, int cols,
+                                             XF xf, float* __restrict__ yb, int r0,
+                                             const u64* __restrict__ grid,
+                                             const u64* __restrict__ smask) {
+    const u8* wr[R];
+    float acc[R];
+    mvx_rows<R>(base, (long long)(cols / 256) * 66, r0, rows, wr, acc);
+    mvx_iq2_dot<R, J, SGN>(wr, cols, xf, acc, grid, smask);
     mvx_store<R>(acc, yb, r0, rows);
 }
 
-template <int R, int J>
-__device__ __forceinline__ void mvx_q2k_body(const u8* __restrict__ base, int rows, int cols,
-                                             const float* __restrict__ xb,
-                                             float* __restrict__ yb, int r0) {
+template <int R, int J, class XF>
+__device__ __forceinline__ void mvx_q2k_dot(const u8* const* wr, int cols, XF xf, float* acc) {
     int lane = threadIdx.x & 31;
     int nsub = cols / 32;
-    const u8* wr[R];
-    float acc[R];
-    mvx_rows<R>(base, (long long)(cols / 256) * 84, r0, rows, wr, acc);
     for (int s0 = lane; s0 < nsub; s0 += 32 * J) {
         uint4 qa[R][J], qb[R][J];
         u32 sc[R][J], dm[R][J];
@@ -434,11 +507,10 @@ __device__ __forceinline__ void mvx_q2k_body(const u8* __restrict__ base, int ro
             int sb = s0 + 32 * j;
             if (sb >= nsub) break;
             int shift = 2 * (sb & 3);
-            const float4* xp = (const float4*)(xb + sb * 32);
             float xv[32];
 #pragma unroll
             for (int q = 0; q < 8; q++) {
-                float4 v = xp[q];
+                float4 v = xf(sb, q);
                 xv[4 * q] = v.x; xv[4 * q + 1] = v.y; xv[4 * q + 2] = v.z; xv[4 * q + 3] = v.w;
             }
             float sx0 = 0.f, sx1 = 0.f;
@@ -466,6 +538,14 @@ __device__ __forceinline__ void mvx_q2k_body(const u8* __restrict__ base, int ro
             }
         }
     }
+}
+template <int R, int J, class XF>
+__device__ __forceinline__ void mvx_q2k_body(const u8* __restrict__ base, int rows, int cols,
+                                             XF xf, float* __restrict__ yb, int r0) {
+    const u8* wr[R];
+    float acc[R];
+    mvx_rows<R>(base, (long long)(cols / 256) * 84, r0, rows, wr, acc);
+    mvx_q2k_dot<R, J>(wr, cols, xf, acc);
     mvx_store<R>(acc, yb, r0, rows);
 }
 
@@ -490,7 +570,7 @@ extern "C" __global__ void __launch_bounds__(128) mvx_iq2(
     __syncthreads();
     MVX_PROLOGUE(2)
     if (r0 >= rows) return;
-    mvx_iq2_body<2, 4>(base, rows, cols, xb, yb, r0, grid);
+    mvx_iq2_body<2, 4, false>(base, rows, cols, XGlobal{xb}, yb, r0, grid, grid);
 }
 
 extern "C" __global__ void __launch_bounds__(128) mvx_q2k(
@@ -499,7 +579,94 @@ extern "C" __global__ void __launch_bounds__(128) mvx_q2k(
     long long y_stride) {
     MVX_PROLOGUE(2)
     if (r0 >= rows) return;
-    mvx_q2k_body<2, 2>(base, rows, cols, xb, yb, r0);
+    mvx_q2k_body<2, 2>(base, rows, cols, XGlobal{xb}, yb, r0);
+}
+
+// Routed experts of decode slots in two launches. `mvs_gate_up`: a warp takes
+// rows r, r+1 of the slot's gate and up matrices together (4 rows: the same
+// sums in the same order as the per-matrix kernels) and writes
+// weight * SwiGLU(gate, up) (the `swiglu` kernel's arithmetic) into mid
+// [slots][rows]. `mvs_down`: the down projection of each slot's mid row. A block
+// copies its slot's x row into shared memory once (`xswz` layout) and then owns
+// `iters` groups of 8 rows (4 warps x 2 rows). IQ2_XXS or Q2_K rows (fmt), cols
+// a multiple of 256; x row of slot s is s / k.
+__device__ __forceinline__ void mvs_stage(const float* __restrict__ xr, int cols, float4* xs,
+                                          int fmt, u64* grid, u64* smask) {
+    for (int c = threadIdx.x; c < cols / 4; c += blockDim.x)
+        xs[xswz(c >> 3, c & 7)] = ((const float4*)xr)[c];
+    if (fmt == FMT_IQ2_XXS) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) grid[i] = g_iq2xxs_grid[i];
+        for (int i = threadIdx.x; i < 128; i += blockDim.x) {
+            u32 s8 = sign_bits(i);
+            u64 m = 0;
+            for (int e = 0; e < 8; e++)
+                if ((s8 >> e) & 1) m |= 0xffull << (8 * e);
+            smask[i] = m;
+        }
+    }
+    __syncthreads();
+}
+__device__ __forceinline__ long long mvs_row_bytes(int fmt, int cols) {
+    return (long long)(cols / 256) * (fmt == FMT_IQ2_XXS ? 66 : 84);
+}
+
+extern "C" __global__ void __launch_bounds__(128) mvs_gate_up(
+    int fmt, const u8* __restrict__ Wg, const u8* __restrict__ Wu, long long mat_bytes,
+    const int* __restrict__ mat_ids, int rows, int cols, const float* __restrict__ x, int k,
+    const float* __restrict__ wts, float limit, float* __restrict__ mid, int iters) {
+    extern __shared__ float4 xs[];
+    __shared__ u64 grid[256], smask[128];
+    int s = blockIdx.y;
+    mvs_stage(x + (long long)(s / k) * cols, cols, xs, fmt, grid, smask);
+    long long off = (long long)mat_ids[s] * mat_bytes, rb = mvs_row_bytes(fmt, cols);
+    float wt = wts ? wts[s] : 1.f;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int it = 0; it < iters; it++) {
+        int r0 = ((blockIdx.x * iters + it) * 4 + warp) * 2;
+        if (r0 >= rows) return;
+        const u8* wr[4];
+        float acc[4];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            long long ro = off + (long long)min(r0 + i, rows - 1) * rb;
+            wr[i] = Wg + ro;
+            wr[2 + i] = Wu + ro;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[i] = 0.f;
+        if (fmt == FMT_IQ2_XXS) mvx_iq2_dot<4, 2, true>(wr, cols, XShared{xs}, acc, grid, smask);
+        else mvx_q2k_dot<4, 1>(wr, cols, XShared{xs}, acc);
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[i] = warp_sum(acc[i]);
+        if (lane == 0)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                if (r0 + i >= rows) break;
+                float gc = fminf(acc[i], limit);
+                float uc = fminf(fmaxf(acc[2 + i], -limit), limit);
+                float sv = gc / (1.f + expf(-gc));
+                mid[(long long)s * rows + r0 + i] = wt * (sv * uc);
+            }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) mvs_down(
+    int fmt, const u8* __restrict__ W, long long mat_bytes, const int* __restrict__ mat_ids,
+    int rows, int cols, const float* __restrict__ mid, float* __restrict__ y, int iters) {
+    extern __shared__ float4 xs[];
+    __shared__ u64 grid[256], smask[128];
+    int s = blockIdx.y;
+    mvs_stage(mid + (long long)s * cols, cols, xs, fmt, grid, smask);
+    const u8* base = W + (long long)mat_ids[s] * mat_bytes;
+    float* yb = y + (long long)s * rows;
+    int warp = threadIdx.x >> 5;
+    for (int it = 0; it < iters; it++) {
+        int r0 = ((blockIdx.x * iters + it) * 4 + warp) * 2;
+        if (r0 >= rows) return;
+        if (fmt == FMT_IQ2_XXS)
+            mvx_iq2_body<2, 4, true>(base, rows, cols, XShared{xs}, yb, r0, grid, smask);
+        else mvx_q2k_body<2, 2>(base, rows, cols, XShared{xs}, yb, r0);
+    }
 }
 
 // Q8_0 raw GGUF blocks (34 bytes) -> [qs | d] device layout. One thread per block.

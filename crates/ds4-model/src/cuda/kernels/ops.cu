@@ -114,6 +114,82 @@ extern "C" __global__ void fp8_sim(float* x, int rows, int width, int nope) {
     b[lane + 32] = e4m3_round(fminf(fmaxf(v1 / sc, -448.f), 448.f)) * sc;
 }
 
+// Per-head RMSNorm + RoPE (+ the KV store's FP8 / f16 rounding) in one pass:
+// the `rms_norm`, `rope`, `fp8_sim` and `f16_round` kernels' arithmetic on one
+// head of head_dim values per warp, lane holding head_dim/32 (<= 16, even)
+// consecutive dims. nope > 0: FP8 round trip of dims 0..nope in blocks of 64,
+// then f16 rounding of the head. npairs <= 64.
+extern "C" __global__ void __launch_bounds__(128) norm_rope(
+    float* x, int nheads, int heads, int hd, const float* w, float eps, int npairs,
+    const int* pos, int start, int step, const float* inv32, const double* inv64, int precise,
+    int nope) {
+    __shared__ float cs_sh[4][2][64];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int gw = blockIdx.x * 4 + warp;
+    if (gw >= nheads) return;
+    int row = gw / heads, per = hd / 32, d0 = lane * per;
+    float* xr = x + (long long)gw * hd;
+    float v[16];
+#pragma unroll
+    for (int e = 0; e < 16; e++) v[e] = e < per ? xr[d0 + e] : 0.f;
+    // the angles while the loads are in flight
+    int p = pos ? pos[row] : start + row * step;
+    for (int j = lane; j < npairs; j += 32) {
+        double a;
+        if (precise) a = (double)p * inv64[j];
+        else a = (double)((float)p * inv32[j]);
+        double sa, ca;
+        sincos(a, &sa, &ca);
+        cs_sh[warp][0][j] = (float)ca;
+        cs_sh[warp][1][j] = (float)sa;
+    }
+    double ss = 0;
+#pragma unroll
+    for (int e = 0; e < 16; e++)
+        if (e < per) ss += (double)v[e] * (double)v[e];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    float r = 1.0f / sqrtf((float)(ss / hd) + eps);
+#pragma unroll
+    for (int e = 0; e < 16; e++) {
+        float t = v[e] * r;
+        v[e] = (w && e < per) ? t * w[d0 + e] : t;
+    }
+    __syncwarp();
+    int r0 = hd - 2 * npairs;
+#pragma unroll
+    for (int e = 0; e < 16; e += 2) {
+        int d = d0 + e;
+        if (e < per && d >= r0) {
+            int j = (d - r0) >> 1;
+            float c = cs_sh[warp][0][j], sn = cs_sh[warp][1][j];
+            float u = v[e], vv = v[e + 1];
+            v[e] = u * c - vv * sn;
+            v[e + 1] = vv * c + u * sn;
+        }
+    }
+    if (nope > 0) {
+        // 64-value blocks span 64/per lanes (aligned groups)
+        float amax = 0.f;
+#pragma unroll
+        for (int e = 0; e < 16; e++)
+            if (e < per) amax = fmaxf(amax, fabsf(v[e]));
+        for (int o = 1; o < 64 / per; o <<= 1)
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        amax = fmaxf(amax, 1e-4f);
+        float sc = ldexpf(1.f, (int)ceilf(log2f(amax / 448.f)));
+#pragma unroll
+        for (int e = 0; e < 16; e++)
+            if (e < per && d0 + e < nope)
+                v[e] = e4m3_round(fminf(fmaxf(v[e] / sc, -448.f), 448.f)) * sc;
+#pragma unroll
+        for (int e = 0; e < 16; e++) v[e] = h2f(f2h(v[e]));
+    }
+#pragma unroll
+    for (int e = 0; e < 16; e++)
+        if (e < per) xr[d0 + e] = v[e];
+}
+
 __device__ float e2m1_round(float x) {
     const float vals[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
     float s = x < 0 ? -1.f : 1.f;
@@ -158,24 +234,58 @@ extern "C" __global__ void hadamard_fp4(float* x, int width, float scale) {
 __device__ __forceinline__ float sigmoidf_(float z) { return 1.f / (1.f + expf(-z)); }
 
 // mix: [rows, (2+n)n]; x: [rows, n, d]. Writes y [rows, d], post [rows, n], comb [rows, n, n].
+// One block per token. mix_raw: mix = fn · x of the raw HC state (the
+// unweighted RMSNorm of x is a scalar, applied here: mix · r); else mix is of
+// the normed state. out_norm: y then takes the `rms_norm` kernel's RMSNorm
+// with weight nw (null: unweighted).
 extern "C" __global__ void hc_pre_finish(const float* mix, const float* base, const float* scale,
                                          const float* x, int n, int d, int iters, float eps,
-                                         float* y, float* post, float* comb) {
+                                         float rms_eps, int mix_raw, int out_norm,
+                                         const float* nw, float* y, float* post, float* comb) {
     __shared__ float pre_s[16];
     __shared__ float c[256];
+    __shared__ float mx[256];
+    __shared__ double sh[32];
     int t = blockIdx.x;
     int m = (2 + n) * n;
-    const float* mx = mix + (long long)t * m;
-    // blockIdx.y splits the d outputs; block y == 0 also writes post and comb
-    bool head = blockIdx.y == 0;
-    if (n == 4) {
+    const float* xr = x + (long long)t * n * d;
+    float rr = 1.f;
+    if (mix_raw) {
+        double ss = 0;
+        if ((n * d) % 4 == 0) {
+            const float4* x4 = (const float4*)xr;
+            for (int i = threadIdx.x; i < n * d / 4; i += blockDim.x) {
+                float4 v = x4[i];
+                ss += (double)v.x * (double)v.x + (double)v.y * (double)v.y +
+                      (double)v.z * (double)v.z + (double)v.w * (double)v.w;
+            }
+        } else {
+            for (int i = threadIdx.x; i < n * d; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
+        }
+        ss = block_sum_d(ss, sh);
+        rr = 1.0f / sqrtf((float)(ss / (n * d)) + rms_eps);
+    }
+    for (int i = threadIdx.x; i < m; i += blockDim.x) mx[i] = mix[(long long)t * m + i] * rr;
+    __syncthreads();
+    // pre (all that y needs) first; then warp 0 forms post and comb while the
+    // other warps form y (blockDim > 32)
+    if (threadIdx.x < n) pre_s[threadIdx.x] = sigmoidf_(mx[threadIdx.x] * scale[0] + base[threadIdx.x]) + eps;
+    __syncthreads();
+    float* yr = y + (long long)t * d;
+    double s2 = 0;
+    if (threadIdx.x >= 32) {
+        for (int i = threadIdx.x - 32; i < d; i += blockDim.x - 32) {
+            float acc = 0.f;
+            for (int s = 0; s < n; s++) acc += pre_s[s] * xr[(long long)s * d + i];
+            yr[i] = acc;
+            s2 += (double)acc * (double)acc;
+        }
+    } else if (n == 4) {
         // 16 lanes of warp 0, one matrix element each; sums gathered by
         // shuffles in the sequential loop's order (bit-identical to it)
-        if (threadIdx.x < 32) {
+        {
             int ln = threadIdx.x, e = ln & 15, j = e >> 2, k = e & 3;
-            if (ln < 4) pre_s[ln] = sigmoidf_(mx[ln] * scale[0] + base[ln]) + eps;
-            else if (ln < 8 && head) post[t * 4 + ln - 4] = 2.f * sigmoidf_(mx[ln] * scale[1] + base[ln]);
-            if (!head) goto mix_done;
+            if (ln >= 4 && ln < 8) post[t * 4 + ln - 4] = 2.f * sigmoidf_(mx[ln] * scale[1] + base[ln]);
             float r = mx[8 + e] * scale[2] + base[8 + e];
 #define SH(v, l) __shfl_sync(0xffffffffu, v, l)
             float mm = fmaxf(fmaxf(fmaxf(-INFINITY, SH(r, 4 * j)), SH(r, 4 * j + 1)),
@@ -195,8 +305,6 @@ extern "C" __global__ void hc_pre_finish(const float* mix, const float* base, co
             if (ln < 16) comb[(long long)t * 16 + e] = r;
         }
     } else if (threadIdx.x == 0) {
-        for (int s = 0; s < n; s++) pre_s[s] = sigmoidf_(mx[s] * scale[0] + base[s]) + eps;
-        if (!head) goto mix_done;
         for (int s = 0; s < n; s++) post[t * n + s] = 2.f * sigmoidf_(mx[n + s] * scale[1] + base[n + s]);
         for (int i = 0; i < n * n; i++) c[i] = mx[2 * n + i] * scale[2] + base[2 * n + i];
         {
@@ -225,14 +333,12 @@ extern "C" __global__ void hc_pre_finish(const float* mix, const float* base, co
         }
         for (int i = 0; i < n * n; i++) comb[(long long)t * n * n + i] = c[i];
     }
-mix_done:
-    __syncthreads();
-    int per = (d + gridDim.y - 1) / gridDim.y;
-    int hi = min(d, (int)(blockIdx.y + 1) * per);
-    for (int i = blockIdx.y * per + threadIdx.x; i < hi; i += blockDim.x) {
-        float acc = 0.f;
-        for (int s = 0; s < n; s++) acc += pre_s[s] * x[((long long)t * n + s) * d + i];
-        y[(long long)t * d + i] = acc;
+    if (!out_norm) return;
+    s2 = block_sum_d(s2, sh);
+    float r = 1.0f / sqrtf((float)(s2 / d) + rms_eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = yr[i] * r;
+        yr[i] = nw ? v * nw[i] : v;
     }
 }
 
@@ -286,21 +392,31 @@ __device__ __forceinline__ float softplusf_(float z) {
 extern "C" __global__ void route(const float* logits, int rows, int n_exp, int k,
                                  const float* bias, const int* table, const int* tokens,
                                  float scale, int* ids, float* weights) {
-    __shared__ float sh[4][2048];
+    __shared__ float sh[4][1024];
+    __shared__ float uh[4][1024];
     int wq = threadIdx.x >> 5;
     int t = blockIdx.x * 4 + wq;
     int lane = threadIdx.x & 31;
     if (t >= rows) return;
     const float* l = logits + (long long)t * n_exp;
     float* sc = sh[wq];
-    int sel[16];
+    float* u = uh[wq];
+    // lane j < k ends up holding the j-th selected expert
+    int mine = 0;
     if (table) {
-        for (int j = 0; j < k; j++) sel[j] = table[(long long)tokens[t] * k + j];
-    } else {
-        for (int e = lane; e < n_exp; e += 32) sc[e] = sqrtf(softplusf_(l[e])) + (bias ? bias[e] : 0.f);
+        if (lane < k) mine = table[(long long)tokens[t] * k + lane];
         __syncwarp();
-        for (int j = 0; j < 16; j++) {
-            if (j >= k) break;
+        if (lane < k) u[lane] = sqrtf(softplusf_(l[mine]));
+        __syncwarp();
+        if (lane < k) sc[lane] = u[lane];
+    } else {
+        for (int e = lane; e < n_exp; e += 32) {
+            float v = sqrtf(softplusf_(l[e]));
+            u[e] = v;
+            sc[e] = v + (bias ? bias[e] : 0.f);
+        }
+        __syncwarp();
+        for (int j = 0; j < k; j++) {
             float best = -INFINITY;
             int bi = 0x7fffffff;
             for (int e = lane; e < n_exp; e += 32) {
@@ -313,19 +429,20 @@ extern "C" __global__ void route(const float* logits, int rows, int n_exp, int k
                 if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
             }
             if (bi == 0x7fffffff) bi = 0;
-            sel[j] = bi;
+            if (lane == j) mine = bi;
             __syncwarp();
             if (lane == 0) sc[bi] = -INFINITY;
             __syncwarp();
         }
     }
-    if (lane == 0) {
-        float sum = 0.f;
-        for (int j = 0; j < k; j++) sum += sqrtf(softplusf_(l[sel[j]]));
-        for (int j = 0; j < k; j++) {
-            ids[(long long)t * k + j] = sel[j];
-            weights[(long long)t * k + j] = scale * sqrtf(softplusf_(l[sel[j]])) / sum;
-        }
+    // weights: u of the selection over its sum, summed in selection order
+    float uj = 0.f;
+    if (lane < k) uj = table ? sc[lane] : u[mine];
+    float sum = 0.f;
+    for (int j = 0; j < k; j++) sum += __shfl_sync(0xffffffffu, uj, j);
+    if (lane < k) {
+        ids[(long long)t * k + lane] = mine;
+        weights[(long long)t * k + lane] = scale * uj / sum;
     }
 }
 
