@@ -11,6 +11,9 @@
 #        OUT=dir MODE=diag2 bench/gpu-run.sh  (correctness, micro-benchmarks, decode with the
 #        host counters, one decode step under ncu, ncu sections of the expert kernels)
 #        OUT=dir MODE=extra bench/gpu-run.sh  (micro-benchmarks, one decode step under ncu)
+#        OUT=dir MODE=quick bench/gpu-run.sh  (correctness, decode at 2K with the host counters)
+#        OUT=dir MODE=short bench/gpu-run.sh  (correctness, decode 2K/8K, ds4.c at 2K when
+#        DS4C_BENCH is set, the fused-path micro-benchmarks)
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export DS4_KERNEL_CACHE=${DS4_KERNEL_CACHE:-/tmp/ds4-kernels}
@@ -21,6 +24,32 @@ P=$B/promessi_sposi.txt
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 [[ -s $M ]] || ("$B/ds4-gguf" synth -o $M --preset full --quant q2 --seed 1 > "$OUT/synth.log" 2>&1) &
+if [[ ${MODE:-} == short ]]; then
+    echo "== correctness: CUDA vs CPU on tiny models"
+    timeout 200 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
+    grep -c PASS "$OUT/correctness.log"; grep "FAIL\|SKIP\|panick" "$OUT/correctness.log"
+    wait
+    echo "== ds4-rs: decode at 2K and 8K with the host counters"
+    DS4_CUDA_HOST_STATS=1 DS4_PROMPT_FILE=$P timeout 150 "$B/gpu_check" speed $M 2048 8192 2>&1 | tee "$OUT/speed.log"
+    if [[ -n ${DS4C_BENCH:-} ]]; then
+        echo "== peer: ds4.c CUDA (weights copied to VRAM), 2K"
+        DS4_CUDA_COPY_MODEL=1 timeout 100 "$DS4C_BENCH" --cuda -m $M --prompt-file $P --ctx-start 2048 \
+            --ctx-max 2048 --gen-tokens 64 --csv "$OUT/ds4c-decode.csv" > "$OUT/ds4c-decode.log" 2>&1
+        cat "$OUT/ds4c-decode.csv"
+    fi
+    echo "== matvec and MoE micro-benchmarks"
+    timeout 120 "$B/gpu_check" mvbench 2>&1 | grep -v "^mv " | tee "$OUT/mvbench.log"
+    exit 0
+fi
+if [[ ${MODE:-} == quick ]]; then
+    echo "== correctness: CUDA vs CPU on tiny models"
+    timeout 200 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
+    grep -c PASS "$OUT/correctness.log"; grep "FAIL\|SKIP\|panick" "$OUT/correctness.log"
+    wait
+    echo "== decode at 2K with the host counters"
+    DS4_CUDA_HOST_STATS=1 DS4_PROMPT_FILE=$P timeout 150 "$B/gpu_check" speed $M 2048 2>&1 | tee "$OUT/speed.log"
+    exit 0
+fi
 if [[ ${MODE:-} == extra ]]; then
     wait
     echo "== matvec and MoE micro-benchmarks"

@@ -496,7 +496,8 @@ impl<B: Backend> Model<B> {
             hash,
             c.routed_scale,
         )?;
-        let mut out = be.moe(
+        let sh = be.swiglu_ffn(r, t_n, &b.gate_sh, &b.up_sh, &b.down_sh, b.limit)?;
+        be.moe_plus(
             r,
             t_n,
             &routing,
@@ -504,10 +505,8 @@ impl<B: Backend> Model<B> {
             &b.up_exps,
             &b.down_exps,
             b.limit,
-        )?;
-        let sh = be.swiglu_ffn(r, t_n, &b.gate_sh, &b.up_sh, &b.down_sh, b.limit)?;
-        be.add(&mut out, &sh)?;
-        Ok(out)
+            &sh,
+        )
     }
 
     fn attention(
@@ -644,8 +643,13 @@ impl<B: Backend> Model<B> {
                 }
             }
         }
-        // attention per sequence, then the raw window takes the chunk's last rows
-        let mut o = be.zeros(t_n * h * hd)?;
+        // attention per sequence, then the raw window takes the chunk's last rows;
+        // the sequences' rows cover the batch, so attention writes all of o
+        let covered = seqs.iter().map(|s| s.n).sum::<usize>() == t_n;
+        let mut o = match covered {
+            true => be.scratch(t_n * h * hd)?,
+            false => be.zeros(t_n * h * hd)?,
+        };
         for (i, (st, &sq)) in sts.iter_mut().zip(seqs).enumerate() {
             if sq.n == 0 {
                 continue;

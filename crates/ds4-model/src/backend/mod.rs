@@ -153,6 +153,11 @@ pub trait Backend: Send + Sync + Sized {
     fn download(&self, b: &Self::Buf) -> Result<Vec<f32>>;
     fn download_idx(&self, b: &Self::Idx) -> Result<Vec<i32>>;
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// A buffer of `n` values that the caller overwrites entirely before
+    /// reading (contents unspecified; the default zeroes them).
+    fn scratch(&self, n: usize) -> Result<Self::Buf> {
+        self.zeros(n)
+    }
     fn len(&self, b: &Self::Buf) -> usize;
     fn buf_bytes(&self, b: &Self::Buf) -> usize;
     /// Rows `start..start+n` of a `width`-row buffer, copied.
@@ -347,6 +352,24 @@ pub trait Backend: Send + Sync + Sized {
         down: &Self::Mat,
         limit: f32,
     ) -> Result<Self::Buf>;
+    /// [`Backend::moe`] plus `add` (the shared expert's output), which a
+    /// backend may fuse into its slot sum.
+    #[allow(clippy::too_many_arguments)]
+    fn moe_plus(
+        &self,
+        x: &Self::Buf,
+        rows: usize,
+        routing: &Routing<Self>,
+        gate: &Self::Mat,
+        up: &Self::Mat,
+        down: &Self::Mat,
+        limit: f32,
+        add: &Self::Buf,
+    ) -> Result<Self::Buf> {
+        let mut out = self.moe(x, rows, routing, gate, up, down, limit)?;
+        self.add(&mut out, add)?;
+        Ok(out)
+    }
     /// Dense SwiGLU FFN with clamp (shared expert).
     #[allow(clippy::too_many_arguments)]
     fn swiglu_ffn(

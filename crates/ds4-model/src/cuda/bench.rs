@@ -269,7 +269,52 @@ impl Cuda {
         }
         bad += self.moe_bench()?;
         bad += self.many_bench()?;
+        bad += self.swiglu_bench()?;
         Ok(bad)
+    }
+
+    /// The shared expert's down projection (Q8_0, 4096 x 2048) of SwiGLU(g, u):
+    /// the `swiglu` kernel then the chunked matvec, against `mvc_sw_R` with the
+    /// SwiGLU formed while x is read; the same bits. Returns 1 if they differ.
+    fn swiglu_bench(&self) -> Result<usize> {
+        let (d, f) = (4096, 2048);
+        let down = self.bind(&random_tensor(GgmlType::Q8_0, f, d, 1, 81))?;
+        let mut rng = Rng(8);
+        let mut v = || -> Result<CudaBuf> {
+            let h: Vec<f32> = (0..f)
+                .map(|_| 8.0 * ((rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5))
+                .collect();
+            self.upload(&h)
+        };
+        let (g, u) = (v()?, v()?);
+        let limit = 3.0;
+        let two = || -> Result<CudaBuf> {
+            let mid = self.swiglu_k(&g, &u, 0, f, limit)?;
+            self.matmul(&down, &mid, 1)
+        };
+        let one = || -> Result<CudaBuf> {
+            self.down_swiglu(&down, &g, &u, 1, limit)?
+                .ok_or_else(|| anyhow::anyhow!("fused SwiGLU down path not taken"))
+        };
+        let a = self.download(&two()?)?;
+        let b = self.download(&one()?)?;
+        let same = a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits());
+        let mut line = "shared expert down of SwiGLU (Q8_0 4096x2048):".to_string();
+        for (label, run) in [
+            ("swiglu + matvec", &two as &dyn Fn() -> Result<CudaBuf>),
+            ("mvc_sw", &one),
+        ] {
+            run()?;
+            let n = 200;
+            let t = self.timer()?;
+            for _ in 0..n {
+                run()?;
+            }
+            let us = self.timer_ms(t)? * 1e3 / n as f64;
+            line += &format!(" {label} {us:6.1} us |");
+        }
+        println!("{line} bitwise equal: {same}");
+        Ok(usize::from(!same))
     }
 
     /// The seven projections of an attention layer's input (q_a, kv, the

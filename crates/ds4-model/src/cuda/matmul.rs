@@ -46,7 +46,8 @@ impl Cuda {
                 .l(x_stride as i64)
                 .i(ntok as i32)
                 .p(y)
-                .l(y_stride as i64);
+                .l(y_stride as i64)
+                .p(0);
             return self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a);
         }
         ensure!(
@@ -105,8 +106,37 @@ impl Cuda {
         self.launch(name, (blocks(w.rows, 8), grid_y, 1), 256, 0, &mut a)
     }
 
+    /// Routed experts summed over each token's slots (+ `addend`), by the
+    /// cuBLAS path for big batches, else the fused or per-matrix kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn moe_sum(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        routing: &Routing<Self>,
+        gate: &CudaMat,
+        up: &CudaMat,
+        down: &CudaMat,
+        limit: f32,
+        addend: Option<&CudaBuf>,
+    ) -> Result<CudaBuf> {
+        ensure!(x.n == rows * gate.cols, "MoE input size");
+        ensure!(
+            gate.mats == up.mats && up.mats == down.mats && down.cols == gate.rows,
+            "expert stacks disagree in shape"
+        );
+        let ys = match self.use_gemm(rows) {
+            Some(blas) => self.moe_gemm(blas, x, rows, routing, gate, up, down, limit)?,
+            None => match self.moe_fused(x, rows, routing, gate, up, down, limit)? {
+                Some(ys) => ys,
+                None => self.moe_unfused(x, rows, routing, gate, up, down, limit)?,
+            },
+        };
+        self.sum_slots(&ys, routing.k, gate.cols, rows, addend)
+    }
+
     /// Routed experts of a matvec-sized batch in two launches (`mvs_gate_up`
-    /// with the SwiGLU fused, `mvs_down`), if the stacks are IQ2_XXS / Q2_K
+    /// with the SwiGLU fused, `mvs_down`): the slot outputs `[slots][d]`, if the stacks are IQ2_XXS / Q2_K
     /// with rows of whole 256-blocks that fit in shared memory; `None`: the
     /// caller takes the per-matrix path.
     #[allow(clippy::too_many_arguments)]
@@ -177,10 +207,11 @@ impl Cuda {
             (f * 4) as u32,
             &mut a,
         )?;
-        Ok(Some(self.sum_slots(&ys, k, d, rows)?))
+        Ok(Some(ys))
     }
 
-    /// Routed experts of a matvec-sized batch, one launch per matrix.
+    /// Routed experts of a matvec-sized batch, one launch per matrix: the slot
+    /// outputs `[slots][d]`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn moe_unfused(
         &self,
@@ -202,7 +233,7 @@ impl Cuda {
         let mid = self.swiglu_k(&g, &u, routing.weights.m.ptr, f, limit)?;
         let ys = self.buf(slots * d)?;
         self.mv(down, ids, mid.m.ptr, f, 0, 1, 1, ys.m.ptr, d, slots)?;
-        self.sum_slots(&ys, k, d, rows)
+        Ok(ys)
     }
 
     /// `matmul` of several matrices on one decode row: the F32/F16/BF16/Q8_0
@@ -326,20 +357,106 @@ impl Cuda {
         Ok(out)
     }
 
-    /// Sum of each token's `k` slot rows of width `d` (routed experts).
+    /// `matmul` of a short matrix (the split-K kernel) for at most MV_TOK
+    /// rows, with each row's sum of x² (f64, as pairs of f32 slots) from the
+    /// same pass; `None` where that kernel does not apply.
+    pub(super) fn matmul_with_ss(
+        &self,
+        w: &CudaMat,
+        x: &CudaBuf,
+        rows: usize,
+    ) -> Result<Option<(CudaBuf, CudaBuf)>> {
+        let splitk = w.mats == 1
+            && w.rows < 512
+            && w.cols.is_multiple_of(32)
+            && (1..=MV_TOK).contains(&rows)
+            && x.n == rows * w.cols
+            && self.use_gemm(rows).is_none()
+            && !MV_OLD.load(std::sync::atomic::Ordering::Relaxed);
+        if !splitk {
+            return Ok(None);
+        }
+        let y = self.buf(rows * w.rows)?;
+        let ss = self.buf(2 * rows)?;
+        let mut a = Args::new();
+        a.i(w.fmt)
+            .p(w.m.ptr)
+            .l(w.d_off)
+            .i(w.rows as i32)
+            .i(w.cols as i32)
+            .p(x.m.ptr)
+            .l(w.cols as i64)
+            .i(rows as i32)
+            .p(y.m.ptr)
+            .l(w.rows as i64)
+            .p(ss.m.ptr);
+        self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a)?;
+        Ok(Some((y, ss)))
+    }
+
+    /// `down · SwiGLU(g, u)` of one token in one launch (`mvc_sw_R`, the
+    /// SwiGLU formed while x is read), where the chunked kernels take `down`.
+    pub(super) fn down_swiglu(
+        &self,
+        down: &CudaMat,
+        g: &CudaBuf,
+        u: &CudaBuf,
+        rows: usize,
+        limit: f32,
+    ) -> Result<Option<CudaBuf>> {
+        let on = rows == 1
+            && down.mats == 1
+            && g.n == down.cols
+            && u.n == down.cols
+            && down.cols.is_multiple_of(4)
+            && self.use_gemm(rows).is_none()
+            && !MV_OLD.load(std::sync::atomic::Ordering::Relaxed);
+        let Some((r, _)) = on.then(|| self.chunked_kernel(down, 0, 1, 1)).flatten() else {
+            return Ok(None);
+        };
+        let name = match r {
+            8 => "mvc_sw_8",
+            4 => "mvc_sw_4",
+            2 => "mvc_sw_2",
+            _ => "mvc_sw_1",
+        };
+        let y = self.buf(down.rows)?;
+        let mut a = Args::new();
+        a.i(down.fmt)
+            .p(down.m.ptr)
+            .l(down.d_off)
+            .i(down.rows as i32)
+            .i(down.cols as i32)
+            .p(g.m.ptr)
+            .p(u.m.ptr)
+            .f(limit)
+            .p(y.m.ptr);
+        let grid = (blocks(down.rows.div_ceil(r), 4), 1, 1);
+        self.launch(name, grid, 128, 0, &mut a)?;
+        Ok(Some(y))
+    }
+
+    /// Sum of each token's `k` slot rows of width `d` (routed experts), plus
+    /// `addend` (the shared expert) when given.
     pub(super) fn sum_slots(
         &self,
         ys: &CudaBuf,
         k: usize,
         d: usize,
         rows: usize,
+        addend: Option<&CudaBuf>,
     ) -> Result<CudaBuf> {
+        ensure!(
+            ys.n == rows * k * d && addend.is_none_or(|b| b.n == rows * d),
+            "expert slot sum shapes"
+        );
         let out = self.buf(rows * d)?;
         let mut a = Args::new();
         a.p(ys.m.ptr)
             .i(k as i32)
             .i(d as i32)
             .i(rows as i32)
+            .p(addend.map_or(0, |b| b.m.ptr))
             .p(out.m.ptr);
         self.launch("sum_slots", (blocks(rows * d, 256), 1, 1), 256, 0, &mut a)?;
         Ok(out)
@@ -497,7 +614,8 @@ impl Cuda {
     }
 
     /// Routed experts of a prefill batch through cuBLAS: one host read of the
-    /// routing, tokens grouped by expert, one GEMM per expert and matrix.
+    /// routing, tokens grouped by expert, one GEMM per expert and matrix; the
+    /// slot outputs `[slots][d]`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn moe_gemm(
         &self,
@@ -611,6 +729,6 @@ impl Cuda {
             0,
             &mut a,
         )?;
-        self.sum_slots(&ys, k, d, rows)
+        Ok(ys)
     }
 }

@@ -39,6 +39,10 @@ pub const KERNELS: &[&str] = &[
     "mvc_2_8",
     "mvc_4_8",
     "mvc_8_8",
+    "mvc_sw_1",
+    "mvc_sw_2",
+    "mvc_sw_4",
+    "mvc_sw_8",
     "mvm_1",
     "mvm_2",
     "mvm_4",
@@ -90,6 +94,9 @@ const MV_TOK: usize = 8;
 /// visible rows (the kernel's ATT_STAGE), at most this many chunks.
 const ATT_CHUNK: usize = 16;
 const ATT_MAX_CHUNKS: usize = 24;
+/// Completion counters for the split attention's in-kernel merge: (token,
+/// 8-head group) pairs per launch.
+const ATT_COUNTERS: usize = 4096;
 
 /// The CUDA backend (one device, one stream).
 #[derive(Clone)]
@@ -98,6 +105,9 @@ pub struct Cuda {
     blas: Option<Arc<gemm::Blas>>,
     /// Batches of at least this many rows take the cuBLAS (f16 operand) path.
     gemm_min: usize,
+    /// Zeroed completion counters of `attention512_split` (ATT_COUNTERS i32s;
+    /// every launch leaves them zero again).
+    att_counters: Arc<DevMem>,
 }
 
 /// `DS4_CUDA_MV=old` (or [`Cuda::set_matvec_old`]): the one-warp-per-row
@@ -167,10 +177,12 @@ impl Cuda {
     pub fn open(ordinal: usize) -> Result<Cuda> {
         let dev = Device::open(ordinal)?;
         let blas = gemm::Blas::new(dev.stream)?.map(Arc::new);
+        let att_counters = Arc::new(DevMem::zeroed(&dev, ATT_COUNTERS * 4)?);
         let be = Cuda {
             dev,
             blas,
             gemm_min: gemm_min(),
+            att_counters,
         };
         if std::env::var("DS4_CUDA_MV").is_ok_and(|v| v == "old") {
             Cuda::set_matvec_old(true);
@@ -424,6 +436,9 @@ impl Backend for Cuda {
             m: DevMem::zeroed(&self.dev, n * 4)?,
             n,
         })
+    }
+    fn scratch(&self, n: usize) -> Result<CudaBuf> {
+        self.buf(n)
     }
     fn len(&self, b: &CudaBuf) -> usize {
         b.n
@@ -755,18 +770,21 @@ impl Backend for Cuda {
         down: &CudaMat,
         limit: f32,
     ) -> Result<CudaBuf> {
-        ensure!(x.n == rows * gate.cols, "MoE input size");
-        ensure!(
-            gate.mats == up.mats && up.mats == down.mats && down.cols == gate.rows,
-            "expert stacks disagree in shape"
-        );
-        if let Some(blas) = self.use_gemm(rows) {
-            return self.moe_gemm(blas, x, rows, routing, gate, up, down, limit);
-        }
-        if let Some(y) = self.moe_fused(x, rows, routing, gate, up, down, limit)? {
-            return Ok(y);
-        }
-        self.moe_unfused(x, rows, routing, gate, up, down, limit)
+        self.moe_sum(x, rows, routing, gate, up, down, limit, None)
+    }
+
+    fn moe_plus(
+        &self,
+        x: &CudaBuf,
+        rows: usize,
+        routing: &Routing<Self>,
+        gate: &CudaMat,
+        up: &CudaMat,
+        down: &CudaMat,
+        limit: f32,
+        add: &CudaBuf,
+    ) -> Result<CudaBuf> {
+        self.moe_sum(x, rows, routing, gate, up, down, limit, Some(add))
     }
 
     fn swiglu_ffn(
@@ -783,6 +801,9 @@ impl Backend for Cuda {
             (Some(g), Some(u)) => (g, u),
             _ => anyhow::bail!("matmul_many returned too few outputs"),
         };
+        if let Some(y) = self.down_swiglu(down, &g, &u, rows, limit)? {
+            return Ok(y);
+        }
         let mid = self.swiglu_k(&g, &u, 0, gate.rows, limit)?;
         self.matmul(down, &mid, rows)
     }

@@ -289,9 +289,15 @@ impl Cuda {
         // the f16-operand GEMM path takes the normed state (the raw one may
         // overflow f16); the f32 matvecs take the raw state
         let mix_raw = self.use_gemm(rows).is_none();
-        let mix = match mix_raw {
-            true => self.matmul(fn_, x, rows)?,
-            false => self.matmul(fn_, &self.rms_to(x, n * d, cfg.rms_eps)?, rows)?,
+        let (mix, ss) = match mix_raw {
+            true => match self.matmul_with_ss(fn_, x, rows)? {
+                Some((m, ss)) => (m, Some(ss)),
+                None => (self.matmul(fn_, x, rows)?, None),
+            },
+            false => (
+                self.matmul(fn_, &self.rms_to(x, n * d, cfg.rms_eps)?, rows)?,
+                None,
+            ),
         };
         let y = self.buf(rows * d)?;
         let post = self.buf(rows * n)?;
@@ -307,6 +313,7 @@ impl Cuda {
             .f(cfg.hc_eps)
             .f(cfg.rms_eps)
             .i(mix_raw as i32)
+            .p(ss.as_ref().map_or(0, |b| b.m.ptr))
             .i(w.is_some() as i32)
             .p(w.map_or(0, |b| b.m.ptr))
             .p(y.m.ptr)

@@ -203,8 +203,17 @@ impl Cuda {
                 .i(ch as i32)
                 .i(nch as i32)
                 .i(seq.n as i32);
+            // the kernel's last block per (token, head group) merges the chunks
+            // while the counters suffice, else attention_combine does
+            let groups = seq.n * heads.div_ceil(8);
+            let merge = groups <= ATT_COUNTERS;
+            a.p(out.m.ptr)
+                .p(if merge { self.att_counters.ptr } else { 0 });
             let g = (nch as u32, seq.n as u32, heads.div_ceil(8) as u32);
             self.launch("attention512_split", g, 256, 0, &mut a)?;
+            if merge {
+                return Ok(());
+            }
             let mut c = Args::new();
             c.p(out.m.ptr)
                 .p(part.m.ptr)

@@ -256,16 +256,18 @@ __device__ __forceinline__ bool att_row(int j, int nr, long long lo, long long p
 // together), then warp w = head 8*blockIdx.z + w runs its online softmax over
 // them in row order. Chunk 0 starts from the sink. Writes the chunk's
 // unnormalised (m, l, o) to part: o at ((i*heads + h)*nch + c)*512, then m and
-// l after all o. `attention_combine` merges the chunks.
+// l after all o. With counters (zeroed, one per token and head group), the
+// last block to finish merges the chunks into out; else `attention_combine` does.
 #define ATT_STAGE 16
 extern "C" __global__ void __launch_bounds__(256) attention512_split(
     float* part, const float* q, const float* kv, const void* raw, int raw_half, int window,
     const void* comp, int comp_half, int vis_mode, int ratio, const int* sel, int k,
     int row0, long long p0, int heads, const float* sinks, float scale, int ch, int nch,
-    int n) {
+    int n, float* out, int* counters) {
     const int hd = 512;
     __shared__ float4 rows_sh[ATT_STAGE][128];
     __shared__ int ok_sh[ATT_STAGE];
+    __shared__ int last_sh;
     int c = blockIdx.x, i = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int h = blockIdx.z * 8 + warp;
@@ -339,18 +341,60 @@ extern "C" __global__ void __launch_bounds__(256) attention512_split(
         }
         __syncthreads();
     }
-    if (!active) return;
-    long long slot = ((long long)i * heads + h) * nch + c;
-    float* po = part + slot * hd;
+    long long total = (long long)n * heads * nch;
+    if (active) {
+        long long slot = ((long long)i * heads + h) * nch + c;
+        float* po = part + slot * hd;
 #pragma unroll
-    for (int cc = 0; cc < 4; cc++)
-        *(float4*)(po + cc * 128 + lane * 4) =
-            make_float4(o[4 * cc], o[4 * cc + 1], o[4 * cc + 2], o[4 * cc + 3]);
-    if (lane == 0) {
-        long long total = (long long)n * heads * nch;
-        part[total * hd + slot] = m;
-        part[total * hd + total + slot] = l;
+        for (int cc = 0; cc < 4; cc++)
+            *(float4*)(po + cc * 128 + lane * 4) =
+                make_float4(o[4 * cc], o[4 * cc + 1], o[4 * cc + 2], o[4 * cc + 3]);
+        if (lane == 0) {
+            part[total * hd + slot] = m;
+            part[total * hd + total + slot] = l;
+        }
     }
+    if (!counters) return;
+    // the last block of (token i, head group) to finish merges the chunks
+    // (attention_combine's arithmetic, chunks in order) and resets its counter
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* cnt = counters + (long long)i * gridDim.z + blockIdx.z;
+        int done = atomicAdd(cnt, 1);
+        last_sh = done == nch - 1;
+        if (last_sh) *cnt = 0;
+    }
+    __syncthreads();
+    if (!last_sh || !active) return;
+    __threadfence();
+    long long s0 = ((long long)i * heads + h) * nch;
+    const float* pm = part + total * hd + s0;
+    const float* pl = part + total * hd + total + s0;
+    float M = -INFINITY;
+    for (int cc = 0; cc < nch; cc++) M = fmaxf(M, __ldcg(pm + cc));
+    float L = 0.f;
+    float acc[16];
+#pragma unroll
+    for (int e = 0; e < 16; e++) acc[e] = 0.f;
+    for (int cc = 0; cc < nch; cc++) {
+        float mc = __ldcg(pm + cc);
+        if (mc == -INFINITY) continue;
+        float f = expf(mc - M);
+        L += __ldcg(pl + cc) * f;
+        const float* pc = part + (s0 + cc) * hd;
+#pragma unroll
+        for (int q4 = 0; q4 < 4; q4++) {
+            float4 v = __ldcg((const float4*)(pc + q4 * 128 + lane * 4));
+            acc[4 * q4] += v.x * f; acc[4 * q4 + 1] += v.y * f;
+            acc[4 * q4 + 2] += v.z * f; acc[4 * q4 + 3] += v.w * f;
+        }
+    }
+    float* oh = out + ((long long)(row0 + i) * heads + h) * hd;
+#pragma unroll
+    for (int q4 = 0; q4 < 4; q4++)
+        *(float4*)(oh + q4 * 128 + lane * 4) = make_float4(acc[4 * q4] / L, acc[4 * q4 + 1] / L,
+                                                          acc[4 * q4 + 2] / L, acc[4 * q4 + 3] / L);
 }
 
 // Merge of attention512_split's chunks: block = (token i, head h), 128 threads x 4 dims.

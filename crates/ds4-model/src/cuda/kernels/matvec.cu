@@ -78,11 +78,18 @@ extern "C" __global__ void __launch_bounds__(256) matvec(
 
 // Few rows (router, HC mixes): one block per row, the 8 warps split the
 // sub-blocks, block reduction. Dense only.
+// ss_out (may be null): block 0 also writes each token's sum of x^2 (double;
+// the HC pre's norm scalar from the pass the mix makes over x anyway).
 extern "C" __global__ void __launch_bounds__(256) matvec_splitk(
     int fmt, const u8* __restrict__ W, long long d_off, int rows, int cols,
     const float* __restrict__ x, long long x_stride, int ntok, float* __restrict__ y,
-    long long y_stride) {
+    long long y_stride, double* __restrict__ ss_out) {
     __shared__ float part[8][MV_MAX_TOK];
+    __shared__ double part_ss[8][MV_MAX_TOK];
+    const bool want_ss = ss_out && blockIdx.x == 0;
+    double sq[MV_MAX_TOK];
+#pragma unroll
+    for (int t = 0; t < MV_MAX_TOK; t++) sq[t] = 0.0;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r = blockIdx.x;
     long long rb = row_bytes_dev(fmt, cols);
@@ -107,6 +114,9 @@ extern "C" __global__ void __launch_bounds__(256) matvec_splitk(
                     a = fmaf(w[4 * i + 1], v.y, a);
                     a = fmaf(w[4 * i + 2], v.z, a);
                     a = fmaf(w[4 * i + 3], v.w, a);
+                    if (want_ss)
+                        sq[t] += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z +
+                                 (double)v.w * v.w;
                 }
                 acc[t] += a;
             }
@@ -116,8 +126,19 @@ extern "C" __global__ void __launch_bounds__(256) matvec_splitk(
     for (int t = 0; t < MV_MAX_TOK; t++) {
         float s = warp_sum(acc[t]);
         if (lane == 0) part[warp][t] = s;
+        if (want_ss) {
+            double q = sq[t];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) q += __shfl_xor_sync(0xffffffffu, q, o);
+            if (lane == 0) part_ss[warp][t] = q;
+        }
     }
     __syncthreads();
+    if (want_ss && threadIdx.x < ntok) {
+        double q = 0.0;
+        for (int w2 = 0; w2 < 8; w2++) q += part_ss[w2][threadIdx.x];
+        ss_out[threadIdx.x] = q;
+    }
     if (threadIdx.x < ntok) {
         float s = 0.f;
         for (int w2 = 0; w2 < 8; w2++) s += part[w2][threadIdx.x];
@@ -170,11 +191,37 @@ __device__ __forceinline__ float byte_float(u32 w, int b) {
     return __int_as_float(__byte_perm(w, 0x4B000000u, 0x7540 + b)) - 8388608.f;
 }
 
-template <int FMT>
-__device__ __forceinline__ float chunk_dot(uint4 q, const float* __restrict__ xp) {
+// x sources of the chunked kernels: float4 j of the chunk at float offset off.
+// XPlain reads x; XSwiGLU forms x = SwiGLU(g, u) on the fly (the `swiglu`
+// kernel's arithmetic with weight 1), so a dense FFN's down projection needs no
+// separate SwiGLU pass.
+struct XPlain {
+    const float* x;
+    __device__ __forceinline__ float4 at(long long off) const { return *(const float4*)(x + off); }
+};
+struct XSwiGLU {
+    const float* g;
+    const float* u;
+    float limit;
+    __device__ __forceinline__ float4 at(long long off) const {
+        float4 a = *(const float4*)(g + off), b = *(const float4*)(u + off);
+        float gv[4] = {a.x, a.y, a.z, a.w}, uv[4] = {b.x, b.y, b.z, b.w}, o[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float gc = fminf(gv[e], limit);
+            float uc = fminf(fmaxf(uv[e], -limit), limit);
+            float sv = gc / (1.f + expf(-gc));
+            o[e] = 1.f * (sv * uc);
+        }
+        return make_float4(o[0], o[1], o[2], o[3]);
+    }
+};
+
+template <int FMT, class XS>
+__device__ __forceinline__ float chunk_dot(uint4 q, XS xs, long long xo) {
     float s = 0.f;
     if (FMT == FMT_F32) {
-        float4 v = *(const float4*)xp;
+        float4 v = xs.at(xo);
         s = __uint_as_float(q.x) * v.x;
         s = fmaf(__uint_as_float(q.y), v.y, s);
         s = fmaf(__uint_as_float(q.z), v.z, s);
@@ -183,7 +230,7 @@ __device__ __forceinline__ float chunk_dot(uint4 q, const float* __restrict__ xp
         u32 a[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
         for (int j = 0; j < 2; j++) {
-            float4 v = ((const float4*)xp)[j];
+            float4 v = xs.at(xo + 4 * j);
             u32 lo = a[2 * j], hi = a[2 * j + 1];
             float w0 = FMT == FMT_F16 ? h2f((u16)(lo & 0xffff)) : bf2f((u16)(lo & 0xffff));
             float w1 = FMT == FMT_F16 ? h2f((u16)(lo >> 16)) : bf2f((u16)(lo >> 16));
@@ -198,7 +245,7 @@ __device__ __forceinline__ float chunk_dot(uint4 q, const float* __restrict__ xp
         u32 a[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            float4 v = ((const float4*)xp)[j];
+            float4 v = xs.at(xo + 4 * j);
             // q + 128 as an unsigned byte, exactly converted (see byte_float)
             u32 u = a[j] ^ 0x80808080u;
             s = fmaf(byte_float(u, 0) - 128.f, v.x, s);
@@ -210,9 +257,9 @@ __device__ __forceinline__ float chunk_dot(uint4 q, const float* __restrict__ xp
     return s;
 }
 
-template <int FMT, int R, int K, int NT>
+template <int FMT, int R, int K, int NT, class XS = XPlain>
 __device__ __forceinline__ void mvc_body(const u8* __restrict__ base, long long d_off, int rows,
-                                         int cols, const float* __restrict__ xb, long long x_stride,
+                                         int cols, XS xs, long long x_stride,
                                          int rows_per_group, int ntok, float* __restrict__ yb,
                                          long long y_stride, int r0) {
     constexpr int CW = FMT == FMT_Q8_0 ? 16 : (FMT == FMT_F32 ? 4 : 8);
@@ -227,8 +274,8 @@ __device__ __forceinline__ void mvc_body(const u8* __restrict__ base, long long 
         wr[i] = (const uint4*)(base + (long long)r * cols * EB);
         dr[i] = (const u16*)(base + d_off) + (long long)r * (cols / 32);
     }
-    const float* xg = xb;
-    if (rows_per_group > 0) xg += (long long)(r0 / rows_per_group) * cols;
+    long long xg = 0;
+    if (rows_per_group > 0) xg = (long long)(r0 / rows_per_group) * cols;
     float acc[R][NT];
 #pragma unroll
     for (int i = 0; i < R; i++)
@@ -249,10 +296,10 @@ __device__ __forceinline__ void mvc_body(const u8* __restrict__ base, long long 
             if (t < ntok) {
 #pragma unroll
                 for (int k = 0; k < K; k++) {
-                    const float* xp = xg + (long long)t * x_stride + (long long)(c0 + 32 * k) * CW;
+                    long long xo = xg + (long long)t * x_stride + (long long)(c0 + 32 * k) * CW;
 #pragma unroll
                     for (int i = 0; i < R; i++) {
-                        float s = chunk_dot<FMT>(q[i][k], xp);
+                        float s = chunk_dot<FMT>(q[i][k], xs, xo);
                         acc[i][t] = FMT == FMT_Q8_0 ? fmaf(s, d[i][k], acc[i][t]) : acc[i][t] + s;
                     }
                 }
@@ -288,19 +335,19 @@ __device__ __forceinline__ void mvc_body(const u8* __restrict__ base, long long 
         }                                                                                         \
         switch (fmt) {                                                                            \
         case FMT_F32:                                                                             \
-            mvc_body<FMT_F32, R, K, NT>(base, d_off, rows, cols, xb, x_stride, rows_per_group,   \
+            mvc_body<FMT_F32, R, K, NT>(base, d_off, rows, cols, XPlain{xb}, x_stride, rows_per_group,   \
                                         ntok, yb, y_stride, r0);                                  \
             break;                                                                                \
         case FMT_F16:                                                                             \
-            mvc_body<FMT_F16, R, K, NT>(base, d_off, rows, cols, xb, x_stride, rows_per_group,   \
+            mvc_body<FMT_F16, R, K, NT>(base, d_off, rows, cols, XPlain{xb}, x_stride, rows_per_group,   \
                                         ntok, yb, y_stride, r0);                                  \
             break;                                                                                \
         case FMT_BF16:                                                                            \
-            mvc_body<FMT_BF16, R, K, NT>(base, d_off, rows, cols, xb, x_stride, rows_per_group,  \
+            mvc_body<FMT_BF16, R, K, NT>(base, d_off, rows, cols, XPlain{xb}, x_stride, rows_per_group,  \
                                          ntok, yb, y_stride, r0);                                 \
             break;                                                                                \
         default:                                                                                  \
-            mvc_body<FMT_Q8_0, R, K, NT>(base, d_off, rows, cols, xb, x_stride, rows_per_group,  \
+            mvc_body<FMT_Q8_0, R, K, NT>(base, d_off, rows, cols, XPlain{xb}, x_stride, rows_per_group,  \
                                          ntok, yb, y_stride, r0);                                 \
         }                                                                                         \
     }
@@ -312,6 +359,28 @@ MVC_KERNEL(1, 8, 8, 1)
 MVC_KERNEL(2, 4, 8, 1)
 MVC_KERNEL(4, 2, 8, 1)
 MVC_KERNEL(8, 1, 8, 1)
+
+// Dense FFN down projection of one token with the SwiGLU of (g, u) formed while
+// x is read (XSwiGLU): same sums as mvc_R_1 on the SwiGLU output.
+#define MVC_SW_KERNEL(R, K)                                                                       \
+    extern "C" __global__ void __launch_bounds__(128, 4) mvc_sw_##R(                              \
+        int fmt, const u8* __restrict__ W, long long d_off, int rows, int cols,                   \
+        const float* __restrict__ g, const float* __restrict__ u, float limit,                    \
+        float* __restrict__ y) {                                                                  \
+        int r0 = (blockIdx.x * 4 + (threadIdx.x >> 5)) * R;                                      \
+        if (r0 >= rows) return;                                                                   \
+        XSwiGLU xs{g, u, limit};                                                                  \
+        switch (fmt) {                                                                            \
+        case FMT_F32: mvc_body<FMT_F32, R, K, 1>(W, d_off, rows, cols, xs, cols, 0, 1, y, rows, r0); break; \
+        case FMT_F16: mvc_body<FMT_F16, R, K, 1>(W, d_off, rows, cols, xs, cols, 0, 1, y, rows, r0); break; \
+        case FMT_BF16: mvc_body<FMT_BF16, R, K, 1>(W, d_off, rows, cols, xs, cols, 0, 1, y, rows, r0); break; \
+        default: mvc_body<FMT_Q8_0, R, K, 1>(W, d_off, rows, cols, xs, cols, 0, 1, y, rows, r0);  \
+        }                                                                                         \
+    }
+MVC_SW_KERNEL(1, 8)
+MVC_SW_KERNEL(2, 4)
+MVC_SW_KERNEL(4, 2)
+MVC_SW_KERNEL(8, 1)
 
 // Several matrices on one input row (decode): `mvm_R` runs mvc_body for up to
 // MVM_MAX matrices in one launch; matrix e owns blocks [bstart[e], bstart[e+1]).
@@ -338,10 +407,10 @@ struct MvTab {
         long long dof = tab.d_off[e];                                                             \
         float* y = tab.y[e];                                                                      \
         switch (tab.fmt[e]) {                                                                     \
-        case FMT_F32: mvc_body<FMT_F32, R, K, 1>(w, dof, rows, cols, x, cols, 0, 1, y, rows, r0); break; \
-        case FMT_F16: mvc_body<FMT_F16, R, K, 1>(w, dof, rows, cols, x, cols, 0, 1, y, rows, r0); break; \
-        case FMT_BF16: mvc_body<FMT_BF16, R, K, 1>(w, dof, rows, cols, x, cols, 0, 1, y, rows, r0); break; \
-        default: mvc_body<FMT_Q8_0, R, K, 1>(w, dof, rows, cols, x, cols, 0, 1, y, rows, r0);     \
+        case FMT_F32: mvc_body<FMT_F32, R, K, 1>(w, dof, rows, cols, XPlain{x}, cols, 0, 1, y, rows, r0); break; \
+        case FMT_F16: mvc_body<FMT_F16, R, K, 1>(w, dof, rows, cols, XPlain{x}, cols, 0, 1, y, rows, r0); break; \
+        case FMT_BF16: mvc_body<FMT_BF16, R, K, 1>(w, dof, rows, cols, XPlain{x}, cols, 0, 1, y, rows, r0); break; \
+        default: mvc_body<FMT_Q8_0, R, K, 1>(w, dof, rows, cols, XPlain{x}, cols, 0, 1, y, rows, r0);     \
         }                                                                                         \
     }
 MVM_KERNEL(1, 8)

@@ -235,13 +235,14 @@ __device__ __forceinline__ float sigmoidf_(float z) { return 1.f / (1.f + expf(-
 
 // mix: [rows, (2+n)n]; x: [rows, n, d]. Writes y [rows, d], post [rows, n], comb [rows, n, n].
 // One block per token. mix_raw: mix = fn · x of the raw HC state (the
-// unweighted RMSNorm of x is a scalar, applied here: mix · r); else mix is of
-// the normed state. out_norm: y then takes the `rms_norm` kernel's RMSNorm
+// unweighted RMSNorm of x is a scalar, applied here: mix · r, from ss_in, the
+// mix kernel's sum of x^2 per token, when given); else mix is of the normed state. out_norm: y then takes the `rms_norm` kernel's RMSNorm
 // with weight nw (null: unweighted).
 extern "C" __global__ void hc_pre_finish(const float* mix, const float* base, const float* scale,
                                          const float* x, int n, int d, int iters, float eps,
-                                         float rms_eps, int mix_raw, int out_norm,
-                                         const float* nw, float* y, float* post, float* comb) {
+                                         float rms_eps, int mix_raw, const double* ss_in,
+                                         int out_norm, const float* nw, float* y, float* post,
+                                         float* comb) {
     __shared__ float pre_s[16];
     __shared__ float c[256];
     __shared__ float mx[256];
@@ -250,7 +251,9 @@ extern "C" __global__ void hc_pre_finish(const float* mix, const float* base, co
     int m = (2 + n) * n;
     const float* xr = x + (long long)t * n * d;
     float rr = 1.f;
-    if (mix_raw) {
+    if (mix_raw && ss_in) {
+        rr = 1.0f / sqrtf((float)(ss_in[t] / (n * d)) + rms_eps);
+    } else if (mix_raw) {
         double ss = 0;
         if ((n * d) % 4 == 0) {
             const float4* x4 = (const float4*)xr;
@@ -458,14 +461,15 @@ extern "C" __global__ void swiglu(const float* g, const float* u, const float* w
     out[i] = wt * (s * uc);
 }
 
-// out[t] = sum_{i<k} slots[t*k + i] in slot order.
-extern "C" __global__ void sum_slots(const float* slots, int k, int d, int rows, float* out) {
+// out[t] = sum_{i<k} slots[t*k + i] in slot order (+ addend[t]).
+extern "C" __global__ void sum_slots(const float* slots, int k, int d, int rows,
+                                     const float* addend, float* out) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)rows * d) return;
     int t = (int)(i / d), c = (int)(i % d);
     float acc = 0.f;
     for (int j = 0; j < k; j++) acc += slots[((long long)t * k + j) * d + c];
-    out[i] = acc;
+    out[i] = addend ? acc + addend[i] : acc;
 }
 
 // argmax of each row, ties to the lower index. One block per row.
