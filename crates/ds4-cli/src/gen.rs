@@ -113,6 +113,7 @@ pub fn start_engine(loaded: &Loaded, ctx: usize) -> Result<Engine> {
     let cfg = EngineConfig {
         ctx,
         prefill_chunk: 512,
+        ..EngineConfig::default()
     };
     Engine::start(
         Box::new(loaded.model.as_ref().clone()),

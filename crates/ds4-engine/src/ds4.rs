@@ -9,9 +9,9 @@ use std::sync::Arc;
 use ds4_gguf::layout::Recipe;
 use ds4_gguf::synth::{synth_main_to, SynthConfig};
 use ds4_gguf::GgufFile;
-use ds4_model::{Backend, Cpu, Cuda, GgufSource, Numerics, Want};
+use ds4_model::{Backend, Cpu, Cuda, GgufSource, Numerics, SeqStep, Want};
 
-use crate::{EngineError, Model, Session, Tokenizer};
+use crate::{BatchStep, EngineError, Model, Session, Tokenizer};
 
 /// Which backend runs the forward pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,6 +139,71 @@ impl<B: Backend + 'static> Session for Ds4Session<B> {
     fn state_bytes(&self) -> usize {
         self.session.state_bytes(&self.model.be)
     }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+/// Several ds4 sessions of one model in one `forward_batch` call (each at
+/// its own position); sessions of another kind make it one call each.
+fn eval_batch_on<B: Backend + 'static>(
+    model: &ds4_model::Model<B>,
+    steps: &mut [BatchStep<'_>],
+) -> Vec<Result<Option<Vec<f32>>, EngineError>> {
+    let ours = |st: &mut BatchStep<'_>| {
+        st.session
+            .as_any_mut()
+            .is_some_and(|a| a.is::<Ds4Session<B>>())
+    };
+    if steps.len() < 2 || !steps.iter_mut().all(ours) {
+        return steps
+            .iter_mut()
+            .map(|st| st.session.eval(st.tokens, st.want_logits))
+            .collect();
+    }
+    let wants: Vec<bool> = steps.iter().map(|st| st.want_logits).collect();
+    let mut seqs: Vec<SeqStep<'_, B>> = Vec::with_capacity(steps.len());
+    for st in steps.iter_mut() {
+        let Some(s) = st
+            .session
+            .as_any_mut()
+            .and_then(|a| a.downcast_mut::<Ds4Session<B>>())
+        else {
+            unreachable!("checked above");
+        };
+        seqs.push(SeqStep {
+            session: &mut s.session,
+            ids: st.tokens,
+            want: if st.want_logits {
+                Want::Last
+            } else {
+                Want::None
+            },
+        });
+    }
+    match model.forward_batch(&mut seqs) {
+        Ok(out) if out.len() == wants.len() => out
+            .into_iter()
+            .zip(wants)
+            .map(|(l, w)| Ok(w.then_some(l)))
+            .collect(),
+        Ok(out) => {
+            let e = format!(
+                "batched forward gave {} results for {} sequences",
+                out.len(),
+                wants.len()
+            );
+            wants
+                .iter()
+                .map(|_| Err(EngineError::Model(e.clone())))
+                .collect()
+        }
+        Err(e) => {
+            let e = model_err(e);
+            wants.iter().map(|_| Err(e.clone())).collect()
+        }
+    }
 }
 
 impl Model for Ds4Model {
@@ -162,6 +227,16 @@ impl Model for Ds4Model {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+
+    fn eval_batch(
+        &self,
+        steps: &mut [BatchStep<'_>],
+    ) -> Vec<Result<Option<Vec<f32>>, EngineError>> {
+        match &self.model {
+            AnyModel::Cpu(m) => eval_batch_on(m, steps),
+            AnyModel::Cuda(m) => eval_batch_on(m, steps),
+        }
     }
 }
 

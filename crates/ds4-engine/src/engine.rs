@@ -1,8 +1,5 @@
-//! The worker: one thread owns the model and the live session and runs jobs
-//! from a FIFO queue one at a time.
-//!
-//! Batching is not implemented; the queue/worker split is kept so that a
-//! scheduler can later pop several jobs and decode them together.
+//! The engine's public types and handle: jobs go into a FIFO queue that the
+//! worker thread (worker.rs) serves, up to one job per session slot at a time.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -11,17 +8,23 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::sampling::{sample, Rng, SamplingParams};
-use crate::text::{utf8_safe_len, StopList};
-use crate::{EngineError, Model, Session, Tokenizer};
+use crate::sampling::SamplingParams;
+use crate::worker::Worker;
+use crate::{EngineError, Model, Tokenizer};
 
 /// Engine configuration.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Context size of the live session (tokens).
+    /// Context size of each session slot (tokens).
     pub ctx: usize,
     /// Prefill chunk (tokens); chunks are aligned to absolute multiples.
     pub prefill_chunk: usize,
+    /// Session slots: jobs run together, one per slot, each step one batched
+    /// evaluation over them (ds4.c's `--batched-session`; 1 = one at a time).
+    pub slots: usize,
+    /// Prefill chunk while other jobs are decoding (aligned the same way), so
+    /// that a long prompt joining the batch does not stall their tokens.
+    pub batch_prefill_chunk: usize,
 }
 
 impl Default for EngineConfig {
@@ -29,6 +32,8 @@ impl Default for EngineConfig {
         EngineConfig {
             ctx: 32768,
             prefill_chunk: 2048,
+            slots: 1,
+            batch_prefill_chunk: 256,
         }
     }
 }
@@ -182,15 +187,15 @@ impl Drop for JobHandle {
     }
 }
 
-struct Job {
-    req: GenRequest,
-    tx: UnboundedSender<Event>,
-    cancel: CancelFlag,
-    seq: u64,
+pub(crate) struct Job {
+    pub(crate) req: GenRequest,
+    pub(crate) tx: UnboundedSender<Event>,
+    pub(crate) cancel: CancelFlag,
+    pub(crate) seq: u64,
 }
 
 impl Job {
-    fn gone(&self) -> bool {
+    pub(crate) fn gone(&self) -> bool {
         self.cancel.is_cancelled() || self.tx.is_closed()
     }
 }
@@ -208,24 +213,29 @@ pub struct EngineStats {
     /// cancellation was requested (0 or 1 when cancellation is prompt).
     pub steps_after_last_cancel: AtomicU64,
     pub queued: AtomicUsize,
+    /// Some job is running.
     pub busy: AtomicBool,
+    /// Jobs running (at most one per session slot).
+    pub active: AtomicUsize,
+    /// Live tokens over all slots.
     pub live_tokens: AtomicUsize,
+    /// State bytes over all slots.
     pub state_bytes: AtomicUsize,
 }
 
 impl EngineStats {
     /// Count a cancelled job that ran `steps` decode steps after its cancellation.
-    fn record_cancel(&self, steps: u64) {
+    pub(crate) fn record_cancel(&self, steps: u64) {
         self.jobs_cancelled.fetch_add(1, Ordering::SeqCst);
         self.steps_after_last_cancel.store(steps, Ordering::SeqCst);
     }
 }
 
-struct Inner {
-    queue: Mutex<VecDeque<Job>>,
-    cv: Condvar,
-    shutdown: AtomicBool,
-    stats: EngineStats,
+pub(crate) struct Inner {
+    pub(crate) queue: Mutex<VecDeque<Job>>,
+    pub(crate) cv: Condvar,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) stats: EngineStats,
     seq: AtomicU64,
 }
 
@@ -248,10 +258,15 @@ impl Engine {
         if cfg.ctx == 0 {
             return Err(EngineError::Model("context size must be > 0".into()));
         }
-        if cfg.prefill_chunk == 0 {
+        if cfg.prefill_chunk == 0 || cfg.batch_prefill_chunk == 0 {
             return Err(EngineError::Model("prefill chunk must be > 0".into()));
         }
-        let session = model.new_session(cfg.ctx)?;
+        if cfg.slots == 0 {
+            return Err(EngineError::Model("session slots must be > 0".into()));
+        }
+        let sessions = (0..cfg.slots)
+            .map(|_| model.new_session(cfg.ctx))
+            .collect::<Result<Vec<_>, _>>()?;
         let inner = Arc::new(Inner {
             queue: Mutex::new(VecDeque::new()),
             cv: Condvar::new(),
@@ -259,17 +274,13 @@ impl Engine {
             stats: EngineStats::default(),
             seq: AtomicU64::new(0),
         });
-        let mut worker = Worker {
-            inner: inner.clone(),
-            tokenizer: tokenizer.clone(),
-            cfg: cfg.clone(),
-            _model: model,
-            session,
-            live_tokens: Vec::new(),
-            live_text: Vec::new(),
-            live_logits: None,
-            live_alias: None,
-        };
+        let mut worker = Worker::new(
+            inner.clone(),
+            tokenizer.clone(),
+            cfg.clone(),
+            model,
+            sessions,
+        );
         let handle = std::thread::Builder::new()
             .name("ds4-worker".into())
             .spawn(move || worker.run())
@@ -339,343 +350,7 @@ impl Engine {
     }
 }
 
-struct Worker {
-    inner: Arc<Inner>,
-    tokenizer: Arc<dyn Tokenizer>,
-    cfg: EngineConfig,
-    _model: Box<dyn Model>,
-    session: Box<dyn Session>,
-    /// Tokens evaluated in the session.
-    live_tokens: Vec<u32>,
-    /// Bytes of `live_tokens`.
-    live_text: Vec<u8>,
-    /// Logits after the last live token.
-    live_logits: Option<Vec<f32>>,
-    /// Visible alias text of the live state, valid while the live length
-    /// equals the stored position.
-    live_alias: Option<(Vec<u8>, usize)>,
-}
-
-impl Worker {
-    fn run(&mut self) {
-        loop {
-            let job = {
-                let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
-                loop {
-                    if let Some(j) = q.pop_front() {
-                        self.inner.stats.queued.store(q.len(), Ordering::SeqCst);
-                        break Some(j);
-                    }
-                    if self.inner.shutdown.load(Ordering::SeqCst) {
-                        break None;
-                    }
-                    q = self.inner.cv.wait(q).unwrap_or_else(|e| e.into_inner());
-                }
-            };
-            let Some(job) = job else { return };
-            if self.inner.shutdown.load(Ordering::SeqCst) {
-                let _ = job.tx.send(Event::Failed(EngineError::ShuttingDown));
-                self.inner.stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
-                continue;
-            }
-            if job.gone() {
-                self.inner.stats.record_cancel(0);
-                continue;
-            }
-            self.inner.stats.busy.store(true, Ordering::SeqCst);
-            // A panic in a hook or the model must not kill the worker: the
-            // job's channel closes (its client sees an aborted generation),
-            // the session is dropped and the queue keeps being served.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_job(job)));
-            if r.is_err() {
-                self.invalidate();
-                self.inner.stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
-            }
-            self.inner.stats.busy.store(false, Ordering::SeqCst);
-            self.inner
-                .stats
-                .live_tokens
-                .store(self.live_tokens.len(), Ordering::SeqCst);
-            self.inner
-                .stats
-                .state_bytes
-                .store(self.session.state_bytes(), Ordering::SeqCst);
-        }
-    }
-
-    fn invalidate(&mut self) {
-        self.session.reset();
-        self.live_tokens.clear();
-        self.live_text.clear();
-        self.live_logits = None;
-        self.live_alias = None;
-    }
-
-    /// Pick the reused prefix; returns (effective prompt, cached count, source).
-    fn plan_prompt(&mut self, req: &GenRequest) -> (Vec<u32>, usize, CacheSource) {
-        let live = &self.live_tokens;
-        if !live.is_empty() && self.live_logits.is_some() {
-            if live.len() <= req.prompt_tokens.len() && req.prompt_tokens[..live.len()] == live[..]
-            {
-                return (
-                    req.prompt_tokens.clone(),
-                    live.len(),
-                    CacheSource::MemoryToken,
-                );
-            }
-            let text = req.prompt_text.as_bytes();
-            if let Some((alias, pos)) = &self.live_alias {
-                if *pos == live.len() && text.len() > alias.len() && text.starts_with(alias) {
-                    if let Ok(rest) = std::str::from_utf8(&text[alias.len()..]) {
-                        let mut eff = live.clone();
-                        eff.extend(self.tokenizer.encode(rest));
-                        return (eff, live.len(), CacheSource::ThinkingVisible);
-                    }
-                }
-            }
-            if self.live_text.len() <= text.len()
-                && text[..self.live_text.len()] == self.live_text[..]
-            {
-                // The rest always starts on a char boundary of the prompt
-                // unless the live text ended inside a character.
-                if let Ok(rest) = std::str::from_utf8(&text[self.live_text.len()..]) {
-                    let mut eff = live.clone();
-                    eff.extend(self.tokenizer.encode(rest));
-                    return (eff, live.len(), CacheSource::MemoryText);
-                }
-            }
-        }
-        (req.prompt_tokens.clone(), 0, CacheSource::None)
-    }
-
-    fn run_job(&mut self, mut job: Job) {
-        let inner = self.inner.clone();
-        let stats = &inner.stats;
-        let (eff, mut cached, mut source) = self.plan_prompt(&job.req);
-        // Any job replaces the alias (a new one is set at its end if asked).
-        self.live_alias = None;
-        let ctx = self.cfg.ctx;
-        if eff.len() >= ctx {
-            let _ = job.tx.send(Event::Failed(EngineError::ContextOverflow {
-                n_prompt: eff.len(),
-                n_ctx: ctx,
-            }));
-            stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
-            return;
-        }
-        if source == CacheSource::None || self.session.n_tokens() != self.live_tokens.len() {
-            self.invalidate();
-            cached = 0;
-            source = CacheSource::None;
-        }
-
-        // ---- prefill ----
-        let total = eff.len();
-        let chunk = self.cfg.prefill_chunk;
-        let chunked = total - cached > chunk;
-        if chunked {
-            let _ = job.tx.send(Event::Prefill {
-                done: cached,
-                total,
-            });
-        }
-        let mut pos = cached;
-        let mut logits = if pos == total {
-            self.live_logits.take()
-        } else {
-            None
-        };
-        while pos < total {
-            if job.gone() {
-                self.after_cancel_in_prefill(pos, &eff);
-                return;
-            }
-            if self.inner.shutdown.load(Ordering::SeqCst) {
-                let _ = job.tx.send(Event::Failed(EngineError::ShuttingDown));
-                self.invalidate();
-                stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
-                return;
-            }
-            let end = ((pos / chunk + 1) * chunk).min(total);
-            let last = end == total;
-            match self.session.eval(&eff[pos..end], last) {
-                Ok(l) => {
-                    for &t in &eff[pos..end] {
-                        self.live_tokens.push(t);
-                    }
-                    if last {
-                        logits = l;
-                    }
-                }
-                Err(e) => {
-                    self.invalidate();
-                    let _ = job.tx.send(Event::Failed(e));
-                    stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-            }
-            pos = end;
-            if chunked {
-                let _ = job.tx.send(Event::Prefill { done: pos, total });
-            }
-        }
-        // Live text: the decoded effective prompt. It equals the prompt text
-        // except after a visible-alias continuation (the KV keeps hidden text).
-        if source == CacheSource::ThinkingVisible {
-            let rest = &eff[cached..];
-            for &t in rest {
-                self.live_text
-                    .extend_from_slice(&self.tokenizer.token_bytes(t));
-            }
-        } else {
-            self.live_text = job.req.prompt_text.as_bytes().to_vec();
-        }
-        let Some(mut logits) = logits else {
-            self.invalidate();
-            let _ = job.tx.send(Event::Failed(EngineError::Model(
-                "model returned no logits after prefill".into(),
-            )));
-            stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
-            return;
-        };
-        let mut usage = Usage {
-            prompt_tokens: total,
-            cached_tokens: cached,
-            completion_tokens: 0,
-        };
-        let _ = job.tx.send(Event::Started {
-            prompt_tokens: total,
-            cached_tokens: cached,
-            source,
-        });
-
-        // ---- decode ----
-        let seed = job.req.params.seed.unwrap_or_else(|| random_seed(job.seq));
-        let mut rng = Rng::new(seed);
-        let stops = StopList::new(&job.req.stop);
-        let max_gen = job.req.max_tokens.min(ctx - total);
-        let eos = self.tokenizer.eos_id();
-        let mut text: Vec<u8> = Vec::new();
-        let mut sent = 0usize;
-        let mut control = job.req.control.take();
-        let mut finish = Finish::Length;
-        let mut cancel_seen_steps: Option<u64> = None;
-        let mut greedy = match control.as_mut().map(|c| c.observe(&text)) {
-            Some(Control::Stop(f)) => {
-                finish = f;
-                None
-            }
-            Some(Control::Continue { greedy }) => Some(greedy),
-            None => Some(false),
-        };
-        while let Some(g) = greedy {
-            if usage.completion_tokens >= max_gen {
-                finish = Finish::Length;
-                break;
-            }
-            if job.gone() {
-                finish = Finish::Cancelled;
-                cancel_seen_steps = Some(0);
-                break;
-            }
-            if self.inner.shutdown.load(Ordering::SeqCst) {
-                finish = Finish::Error("shutdown requested".into());
-                break;
-            }
-            let mut p = job.req.params;
-            if g {
-                p.temperature = 0.0;
-            }
-            let id = sample(&logits, &p, &mut rng);
-            if id == eos {
-                finish = Finish::Eos;
-                break;
-            }
-            let before = text.len();
-            text.extend_from_slice(&self.tokenizer.token_bytes(id));
-            usage.completion_tokens += 1;
-            if !stops.is_empty() {
-                if let Some((at, seq)) = stops.find(&text, before) {
-                    finish = Finish::StopSequence(seq.to_string());
-                    text.truncate(at);
-                    break;
-                }
-            }
-            // Evaluate the sampled token so the live state includes it.
-            let was_gone = job.gone();
-            match self.session.eval(&[id], true) {
-                Ok(Some(l)) => {
-                    logits = l;
-                    self.live_tokens.push(id);
-                    self.live_text.extend_from_slice(&text[before..]);
-                    stats.decode_steps.fetch_add(1, Ordering::SeqCst);
-                    if was_gone {
-                        cancel_seen_steps = Some(cancel_seen_steps.unwrap_or(0) + 1);
-                    }
-                }
-                Ok(None) => {
-                    finish = Finish::Error("model returned no logits".into());
-                    self.invalidate();
-                    break;
-                }
-                Err(e) => {
-                    finish = Finish::Error(e.to_string());
-                    self.invalidate();
-                    break;
-                }
-            }
-            greedy = match control.as_mut().map(|c| c.observe(&text)) {
-                Some(Control::Stop(f)) => {
-                    finish = f;
-                    None
-                }
-                Some(Control::Continue { greedy }) => Some(greedy),
-                None => Some(false),
-            };
-            // Stream what is safe: hold a possible partial stop sequence and
-            // partial UTF-8.
-            let limit = text.len().saturating_sub(stops.hold());
-            let limit = utf8_safe_len(&text[..limit.max(sent)]).max(sent);
-            if limit > sent {
-                let s = String::from_utf8_lossy(&text[sent..limit]).into_owned();
-                sent = limit;
-                let _ = job.tx.send(Event::Text(s));
-            }
-        }
-        if matches!(finish, Finish::StopSequence(_)) {
-            // The live KV holds tokens past the cut point: invalidate it.
-            self.invalidate();
-        } else {
-            self.live_logits = Some(logits);
-            if let Some(f) = job.req.visible.take() {
-                if let Some(alias) = f(&text, &finish) {
-                    self.live_alias = Some((alias.into_bytes(), self.live_tokens.len()));
-                }
-            }
-        }
-        if text.len() > sent {
-            let _ = job.tx.send(Event::Text(
-                String::from_utf8_lossy(&text[sent..]).into_owned(),
-            ));
-        }
-        if finish == Finish::Cancelled {
-            stats.record_cancel(cancel_seen_steps.unwrap_or(0));
-        } else {
-            stats.jobs_done.fetch_add(1, Ordering::SeqCst);
-        }
-        let _ = job.tx.send(Event::Done { finish, usage });
-    }
-
-    fn after_cancel_in_prefill(&mut self, pos: usize, eff: &[u32]) {
-        // The session holds eff[..pos]: a valid (shorter) live state whose
-        // last logits are unknown, so it cannot be resumed; drop it.
-        debug_assert!(pos <= eff.len());
-        self.invalidate();
-        self.inner.stats.record_cancel(0);
-    }
-}
-
-fn random_seed(seq: u64) -> u64 {
+pub(crate) fn random_seed(seq: u64) -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

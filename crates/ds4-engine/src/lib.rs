@@ -1,5 +1,7 @@
-//! ds4-engine: the single worker that owns the model and its live KV session,
-//! a FIFO job queue, sampling, stop conditions, cancellation and live-prefix reuse.
+//! ds4-engine: the worker that owns the model and its KV session slots, a
+//! FIFO job queue, continuous batching of the active jobs (one batched
+//! evaluation per step), sampling, stop conditions, cancellation and
+//! live-prefix reuse per slot.
 //!
 //! The model and tokenizer are reached through the narrow traits [`Model`],
 //! [`Session`] and [`Tokenizer`] so that the engine does not depend on a
@@ -12,6 +14,7 @@ pub mod sampling;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod text;
+mod worker;
 
 pub use engine::{
     CacheSource, CancelFlag, Control, Engine, EngineConfig, EngineStats, Event, Finish, GenControl,
@@ -31,7 +34,7 @@ pub enum EngineError {
 }
 
 /// One sequence's evaluation state (KV cache + position) on a model.
-pub trait Session: Send {
+pub trait Session: Send + 'static {
     /// Number of tokens evaluated so far (the KV position).
     fn n_tokens(&self) -> usize;
     /// Evaluate `tokens` at the current position, extending the state. With
@@ -41,6 +44,19 @@ pub trait Session: Send {
     fn reset(&mut self);
     /// Memory used by the state, in bytes (for logs and health output).
     fn state_bytes(&self) -> usize;
+    /// The concrete session, for a [`Model::eval_batch`] that evaluates
+    /// several of its own sessions in one call (`None`: not offered).
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
+}
+
+/// One sequence's part of a batched evaluation: `tokens` at the session's
+/// current position, with the logits after the last one when `want_logits`.
+pub struct BatchStep<'a> {
+    pub session: &'a mut dyn Session,
+    pub tokens: &'a [u32],
+    pub want_logits: bool,
 }
 
 /// A loaded model able to create sessions.
@@ -51,6 +67,18 @@ pub trait Model: Send {
     /// Human-readable description for logs.
     fn describe(&self) -> String {
         "model".to_string()
+    }
+    /// Evaluate several independent sessions, one result per step in order
+    /// (as [`Session::eval`] gives it). A model may run them as one batched
+    /// forward; the default evaluates them one after another.
+    fn eval_batch(
+        &self,
+        steps: &mut [BatchStep<'_>],
+    ) -> Vec<Result<Option<Vec<f32>>, EngineError>> {
+        steps
+            .iter_mut()
+            .map(|s| s.session.eval(s.tokens, s.want_logits))
+            .collect()
     }
 }
 

@@ -16,6 +16,7 @@ fn engine_with(model: EchoModel, ctx: usize, chunk: usize) -> Engine {
         EngineConfig {
             ctx,
             prefill_chunk: chunk,
+            ..EngineConfig::default()
         },
     )
     .unwrap()

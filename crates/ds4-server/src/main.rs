@@ -55,6 +55,10 @@ struct Args {
     /// Prefill chunk size in tokens.
     #[arg(long = "prefill-chunk", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
     prefill_chunk: u64,
+    /// Sequences decoded together: KV session slots, each of --ctx tokens;
+    /// requests beyond them wait in the queue.
+    #[arg(long = "batched-session", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    batched_session: u64,
     /// Do not replay the exact sampled DSML of earlier tool calls.
     #[arg(long = "disable-exact-dsml-tool-replay")]
     disable_exact_dsml_tool_replay: bool,
@@ -178,6 +182,8 @@ fn run(args: Args) -> Result<(), String> {
         EngineConfig {
             ctx,
             prefill_chunk: usize::try_from(args.prefill_chunk).unwrap_or(2048),
+            slots: usize::try_from(args.batched_session).unwrap_or(1),
+            ..EngineConfig::default()
         },
     )
     .map_err(|e| e.to_string())?;

@@ -30,6 +30,7 @@ pub fn start_with(cfg: ServerConfig, prefill_chunk: usize) -> TestServer {
         EngineConfig {
             ctx: cfg.ctx,
             prefill_chunk,
+            ..EngineConfig::default()
         },
     )
     .unwrap();
