@@ -71,6 +71,20 @@ impl ToolMemory {
             Some((k, _)) => k.clone(),
             None => Arc::from(raw_dsml),
         };
+        self.remember_shared(ids, block);
+    }
+
+    /// [`ToolMemory::remember`] with a block the caller already allocated
+    /// (e.g. before taking a lock around the memory, so that only the insert
+    /// runs under it). A block equal to a stored one shares the stored copy.
+    pub fn remember_shared<S: AsRef<str>>(&mut self, ids: &[S], block: Arc<str>) {
+        if self.max_ids == 0 || self.max_bytes == 0 || block.is_empty() {
+            return;
+        }
+        let block = match self.blocks.get_key_value(&*block) {
+            Some((k, _)) => k.clone(),
+            None => block,
+        };
         for id in ids {
             let id = id.as_ref();
             if id.is_empty() {
@@ -149,6 +163,25 @@ impl ToolMemory {
                 .get_key_value(id.as_str())
                 .map(|(k, (b, _))| (k.as_str(), b))
         })
+    }
+
+    /// The stored `(id, block)` pairs of the given ids (unknown ids are
+    /// skipped; blocks are shared, not copied). Cheap: one hash lookup per id,
+    /// meant to run under a lock, with [`ToolMemory::from_entries`] after it.
+    pub fn lookup<'a, I: IntoIterator<Item = &'a str>>(&self, ids: I) -> Vec<(String, Arc<str>)> {
+        ids.into_iter()
+            .filter_map(|id| self.get(id).map(|b| (id.to_string(), b)))
+            .collect()
+    }
+
+    /// An unbounded memory holding exactly `entries` (for rendering from a
+    /// snapshot taken with [`ToolMemory::lookup`]).
+    pub fn from_entries(entries: Vec<(String, Arc<str>)>) -> Self {
+        let mut m = ToolMemory::new(usize::MAX, usize::MAX);
+        for (id, block) in entries {
+            m.remember_shared(&[id], block);
+        }
+        m
     }
 
     /// The exact block for an assistant message's calls: only if **every** call
@@ -240,5 +273,27 @@ mod tests {
             n.block_for_calls(&[call("a"), call("b")]).as_deref(),
             Some("AB")
         );
+    }
+
+    #[test]
+    fn snapshot_of_looked_up_ids_renders_like_the_memory() {
+        let mut m = ToolMemory::default();
+        m.remember(&["a", "b"], "AB");
+        m.remember(&["c"], "C");
+        let snap = ToolMemory::from_entries(m.lookup(["a", "b", "zz"]));
+        assert_eq!(snap.len(), 2);
+        assert!(!snap.contains("c") && !snap.contains("zz"));
+        assert_eq!(snap.bytes(), 2 + 2);
+        assert_eq!(
+            snap.block_for_calls(&[call("a"), call("b")]).as_deref(),
+            Some("AB")
+        );
+        // the snapshot shares the stored block instead of copying it
+        assert!(Arc::ptr_eq(&snap.get("a").unwrap(), &m.get("a").unwrap()));
+        // remember_shared deduplicates by content and ignores empty blocks
+        m.remember_shared(&["d"], Arc::from("C"));
+        assert!(Arc::ptr_eq(&m.get("d").unwrap(), &m.get("c").unwrap()));
+        m.remember_shared(&["e"], Arc::from(""));
+        assert!(!m.contains("e"));
     }
 }

@@ -15,8 +15,8 @@ use crate::jsonw::J;
 use crate::openai::{finish_reason, parse_outcome, ParsedStream};
 use crate::sse::{self, Projector};
 use crate::{
-    check_auth, json_ok, prepare_chat, random_hex, read_json, remember_tools, render_chat, submit,
-    tokenize_prompt, trace_begin, ApiError, AppState, Outcome,
+    check_auth, json_ok, off_thread, parse_json, random_hex, read_body, remember_tools,
+    render_chat, start_chat, tokenize_prompt, ApiError, AppState, Outcome,
 };
 
 /// Anthropic `stop_reason` and `stop_sequence` (the matched client stop
@@ -70,10 +70,16 @@ pub async fn messages(State(st): State<Arc<AppState>>, headers: HeaderMap, body:
 async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let api = ApiKind::Anthropic;
     check_auth(&st, &headers, api)?;
-    let (json, raw) = read_json(&st, body, api).await?;
-    let p = prepare_chat(&st, &json, raw, api, ds4_chat::anthropic_messages)?;
-    let trace = trace_begin(&st, &p, "/v1/messages");
-    let handle = submit(&st, &p, true)?;
+    let started = start_chat(
+        &st,
+        body,
+        api,
+        "/v1/messages",
+        ds4_chat::anthropic_messages,
+        |_, _| Ok(()),
+    )
+    .await?;
+    let (p, trace, handle) = (started.prepared, started.trace, started.handle);
     // The per-process response counter advances as for every chat-kind
     // request (as the Responses route does), so OpenAI ids keep their numbers.
     st.next_id();
@@ -96,10 +102,13 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
         return Ok(sse::stream(st.clone(), &p, handle, Box::new(proj), trace).await);
     }
     let o = sse::collect(&st, &p, handle, trace).await?;
-    Ok(json_ok(
-        message_body(&st, &id, &p.model, p.mode.is_thinking(), p.tools_active, &o),
-        true,
-    ))
+    let (thinking, tools) = (p.mode.is_thinking(), p.tools_active);
+    let st2 = st.clone();
+    let body = off_thread(api, move || {
+        Ok(message_body(&st2, &id, &p.model, thinking, tools, &o))
+    })
+    .await?;
+    Ok(json_ok(body, true))
 }
 
 /// POST /v1/messages/count_tokens: the body of `/v1/messages` (max_tokens
@@ -114,9 +123,15 @@ pub async fn count_tokens(
     let api = ApiKind::Anthropic;
     let r = async {
         check_auth(&st, &headers, api)?;
-        let (json, _raw) = read_json(&st, body, api).await?;
-        let r = render_chat(&st, &json, api, ds4_chat::anthropic_messages)?;
-        let n = tokenize_prompt(&st, &r.prompt_text).len();
+        let bytes = read_body(&st, body, api).await?;
+        let st2 = st.clone();
+        let n = off_thread(api, move || {
+            let json = parse_json(&bytes, api)?;
+            let r = render_chat(&st2, &json, api, ds4_chat::anthropic_messages)?;
+            drop(json);
+            Ok(tokenize_prompt(&st2, &r.prompt_text).len())
+        })
+        .await?;
         Ok::<_, ApiError>(json_ok(J::obj().with("input_tokens", n), true))
     };
     match r.await {

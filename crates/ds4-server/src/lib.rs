@@ -9,6 +9,7 @@ pub mod error;
 pub mod jsonw;
 pub mod openai;
 pub mod params;
+pub mod prepare;
 pub mod responses;
 pub mod sse;
 
@@ -17,23 +18,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use ds4_chat::parser::SamplingGuard;
-use ds4_chat::{ChatError, ChatRequest, Json, Message, RenderOptions, ThinkMode, ToolMemory};
-use ds4_engine::{
-    Control, Engine, EngineError, Finish, GenControl, GenRequest, JobHandle, SamplingParams,
-    VisibleFn,
-};
+use ds4_chat::ToolMemory;
+use ds4_engine::{Engine, EngineError, Finish};
 
 pub use error::{ApiError, ApiKind};
 use jsonw::J;
-use params::{parse_gen_fields, GenFields};
+use params::parse_gen_fields;
+pub use prepare::{
+    chat_error, finish_prepare, off_thread, parse_json, prepare_chat, read_body, render_chat,
+    replay_snapshot, request_model, start_chat, submit, tokenize_prompt, Prepared, Rendered,
+    Started,
+};
 
 /// The canonical model id.
 pub const MODEL_ID: &str = "deepseek-v4-flash";
@@ -132,6 +133,11 @@ impl AppState {
             .iter()
             .find(|(a, _)| a == name)
             .map(|(_, t)| t.as_str())
+    }
+
+    /// `--trace` is on.
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some()
     }
 
     /// Append a record to the trace file (if enabled).
@@ -357,395 +363,6 @@ pub fn unknown_model(api: ApiKind, id: &str) -> ApiError {
     }
 }
 
-/// Read the body (size limit), parse JSON, require an object.
-pub async fn read_json(
-    st: &AppState,
-    body: Body,
-    api: ApiKind,
-) -> Result<(Json, Vec<u8>), ApiError> {
-    let limit = st.cfg.max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(e) => {
-            let too_big = std::error::Error::source(&e)
-                .map(|s| s.to_string().contains("length limit"))
-                .unwrap_or(false)
-                || e.to_string().contains("length limit");
-            return Err(if too_big {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    api,
-                    format!("request body too large: the limit is {limit} bytes"),
-                )
-            } else {
-                ApiError::bad_request(api, format!("bad HTTP request: {e}"))
-            });
-        }
-    };
-    let v = Json::parse_bytes(&bytes)
-        .map_err(|e| ApiError::bad_request(api, format!("invalid JSON request: {e}")))?;
-    if v.as_object().is_none() {
-        return Err(ApiError::bad_request(
-            api,
-            "invalid JSON request: the body must be a JSON object",
-        ));
-    }
-    Ok((v, bytes.to_vec()))
-}
-
-pub fn chat_error(api: ApiKind, e: ChatError) -> ApiError {
-    ApiError::bad_request(api, e.to_string())
-}
-
-/// Model name of a body (default `deepseek-v4-flash`) and its resolved target.
-pub fn request_model(
-    st: &AppState,
-    body: &Json,
-    api: ApiKind,
-) -> Result<(String, String), ApiError> {
-    let name = match body.get("model") {
-        None | Some(Json::Null) => MODEL_ID.to_string(),
-        Some(Json::String(s)) => s.clone(),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                api,
-                "invalid JSON request: model must be a string",
-            ))
-        }
-    };
-    match st.resolve_model(&name) {
-        Some(t) => {
-            let t = t.to_string();
-            Ok((name, t))
-        }
-        None => Err(unknown_model(api, &name)),
-    }
-}
-
-/// A request ready for the engine.
-pub struct Prepared {
-    pub api: ApiKind,
-    /// Model name echoed in responses.
-    pub model: String,
-    pub mode: ThinkMode,
-    pub tools_active: bool,
-    /// The history holds tool calls or tool results (reasoning is kept).
-    pub tool_history: bool,
-    pub reasoning_summary: bool,
-    pub prompt_text: String,
-    pub prompt_tokens: Vec<u32>,
-    pub fields: GenFields,
-    /// Raw request body (trace).
-    pub raw: Vec<u8>,
-}
-
-/// A chat-kind request validated and rendered, not yet tokenised.
-pub struct Rendered {
-    /// Model name echoed in responses.
-    pub model: String,
-    pub mode: ThinkMode,
-    pub tools_active: bool,
-    /// The history holds tool calls or tool results (reasoning is kept).
-    pub tool_history: bool,
-    pub reasoning_summary: bool,
-    pub prompt_text: String,
-    pub fields: GenFields,
-}
-
-/// Shared request preparation for the chat-kind APIs: model check, adapter,
-/// count limit, rendering, tokenisation, context and max_tokens checks.
-pub fn prepare_chat(
-    st: &AppState,
-    body: &Json,
-    raw: Vec<u8>,
-    api: ApiKind,
-    adapt: fn(&Json) -> Result<ChatRequest, ChatError>,
-) -> Result<Prepared, ApiError> {
-    let r = render_chat(st, body, api, adapt)?;
-    let mut p = finish_prepare(
-        st,
-        api,
-        r.model,
-        r.mode,
-        r.tools_active,
-        r.reasoning_summary,
-        r.prompt_text,
-        r.fields,
-        raw,
-    )?;
-    p.tool_history = r.tool_history;
-    Ok(p)
-}
-
-/// The validating and rendering part of [`prepare_chat`]: model check,
-/// required fields, generation fields, adapter, count limit, rendering and
-/// tool-result checks (`/v1/messages/count_tokens` stops here).
-pub fn render_chat(
-    st: &AppState,
-    body: &Json,
-    api: ApiKind,
-    adapt: fn(&Json) -> Result<ChatRequest, ChatError>,
-) -> Result<Rendered, ApiError> {
-    let (model, target) = request_model(st, body, api)?;
-    // Required fields first, with ds4's messages.
-    let required = match api {
-        ApiKind::Responses => "input",
-        _ => "messages",
-    };
-    match body.get(required) {
-        None | Some(Json::Null) => {
-            return Err(ApiError::bad_request(api, format!("missing {required}")))
-        }
-        Some(Json::Array(a)) => {
-            if a.is_empty() && api != ApiKind::Responses {
-                return Err(
-                    ApiError::bad_request(api, format!("{required} must not be empty"))
-                        .param("messages"),
-                );
-            }
-            if a.len() > st.cfg.max_messages {
-                return Err(ApiError::bad_request(
-                    api,
-                    format!(
-                        "too many {required}: {} (the limit is {})",
-                        a.len(),
-                        st.cfg.max_messages
-                    ),
-                ));
-            }
-        }
-        Some(Json::String(_)) if api == ApiKind::Responses => {}
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                api,
-                format!("invalid JSON request: {required} must be an array"),
-            ));
-        }
-    }
-    let fields = parse_gen_fields(body, api)?;
-    let req = adapt(body).map_err(|e| chat_error(api, e))?;
-    if api == ApiKind::Responses && req.conversation.messages.is_empty() {
-        return Err(ApiError::bad_request(api, "input must not be empty").param("input"));
-    }
-    let mode = req.thinking.resolve(&target, st.engine.ctx());
-    let tools_active = req.tools_active();
-    let prompt_text = {
-        let mem = st.tool_memory.lock().unwrap_or_else(|e| e.into_inner());
-        let opts = RenderOptions {
-            replay: if st.cfg.tool_memory_max_ids > 0 {
-                Some(&mem)
-            } else {
-                None
-            },
-        };
-        ds4_chat::render_prompt(&req.conversation, mode, opts)
-    };
-    validate_tool_results(api, &req)?;
-    let tool_history = req.conversation.messages.iter().any(|m| match m {
-        Message::Tool { .. } => true,
-        Message::Assistant { tool_calls, .. } => !tool_calls.is_empty(),
-        _ => false,
-    });
-    Ok(Rendered {
-        model,
-        mode,
-        tools_active,
-        tool_history,
-        reasoning_summary: req.reasoning_summary,
-        prompt_text,
-        fields,
-    })
-}
-
-/// The prompt's token ids, as the engine is given them.
-pub fn tokenize_prompt(st: &AppState, prompt_text: &str) -> Vec<u32> {
-    st.engine.tokenizer().encode(prompt_text)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn finish_prepare(
-    st: &AppState,
-    api: ApiKind,
-    model: String,
-    mode: ThinkMode,
-    tools_active: bool,
-    reasoning_summary: bool,
-    prompt_text: String,
-    fields: GenFields,
-    raw: Vec<u8>,
-) -> Result<Prepared, ApiError> {
-    let prompt_tokens = tokenize_prompt(st, &prompt_text);
-    let ctx = st.engine.ctx();
-    if prompt_tokens.len() >= ctx {
-        return Err(ApiError::context_overflow(api, prompt_tokens.len(), ctx));
-    }
-    if let Some(m) = fields.max_tokens {
-        if m < 0 {
-            return Err(
-                ApiError::bad_request(api, format!("max_tokens must be >= 0 (got {m})"))
-                    .param("max_tokens"),
-            );
-        }
-        if m as u64 > ctx as u64 {
-            return Err(ApiError::bad_request(
-                api,
-                format!("max_tokens is {m}, but the configured context size is {ctx} tokens"),
-            )
-            .param("max_tokens"));
-        }
-    }
-    Ok(Prepared {
-        api,
-        model,
-        mode,
-        tools_active,
-        tool_history: false,
-        reasoning_summary,
-        prompt_text,
-        prompt_tokens,
-        fields,
-        raw,
-    })
-}
-
-/// DSML sampling guard + tool-end stop, fed with the generated bytes.
-struct GuardControl {
-    guard: SamplingGuard,
-    seen: usize,
-}
-
-impl GenControl for GuardControl {
-    fn observe(&mut self, text: &[u8]) -> Control {
-        if text.len() > self.seen {
-            self.guard.push(&text[self.seen..]);
-            self.seen = text.len();
-        }
-        if self.guard.should_stop() {
-            Control::Stop(Finish::ToolCalls)
-        } else {
-            Control::Continue {
-                greedy: self.guard.greedy(),
-            }
-        }
-    }
-}
-
-/// Submit a prepared request to the engine.
-pub fn submit(st: &AppState, p: &Prepared, chat_kind: bool) -> Result<JobHandle, ApiError> {
-    let f = &p.fields;
-    let params = if p.mode.is_thinking() {
-        // Thinking modes ignore the client's sampling knobs (spec §1.4).
-        SamplingParams {
-            seed: f.seed,
-            ..SamplingParams::default()
-        }
-    } else {
-        let d = SamplingParams::default();
-        SamplingParams {
-            temperature: f.temperature.unwrap_or(d.temperature),
-            top_p: f.top_p.unwrap_or(d.top_p),
-            top_k: f.top_k.unwrap_or(d.top_k),
-            min_p: f.min_p.unwrap_or(d.min_p),
-            seed: f.seed,
-        }
-    };
-    let control: Option<Box<dyn GenControl>> = if chat_kind && p.tools_active {
-        Some(Box::new(GuardControl {
-            guard: SamplingGuard::new(p.mode.is_thinking(), true),
-            seen: 0,
-        }))
-    } else {
-        None
-    };
-    let max_tokens = f
-        .max_tokens
-        .map(|m| m.max(0) as usize)
-        .unwrap_or(st.cfg.default_max_tokens);
-    let req = GenRequest {
-        prompt_text: p.prompt_text.clone(),
-        prompt_tokens: p.prompt_tokens.clone(),
-        params,
-        max_tokens,
-        stop: f.stop.clone(),
-        control,
-        visible: if chat_kind { thinking_visible(p) } else { None },
-    };
-    st.engine.submit(req).map_err(|e| engine_error(p.api, e))
-}
-
-/// Every tool result of an Anthropic / Responses request must answer a call
-/// that appears earlier in the same request (there is no server-side
-/// conversation state to continue from; spec §1.5).
-fn validate_tool_results(api: ApiKind, req: &ChatRequest) -> Result<(), ApiError> {
-    if !matches!(api, ApiKind::Anthropic | ApiKind::Responses) {
-        return Ok(());
-    }
-    let mut seen: Vec<&str> = Vec::new();
-    for m in &req.conversation.messages {
-        match m {
-            Message::Assistant { tool_calls, .. } => {
-                seen.extend(tool_calls.iter().map(|c| c.id.as_str()))
-            }
-            Message::Tool {
-                tool_call_id: Some(id),
-                ..
-            } if !id.is_empty() && !seen.contains(&id.as_str()) => {
-                let msg = if api == ApiKind::Anthropic {
-                    format!("Anthropic continuation state is not available for tool_use_id {id}; retry by replaying the full messages history")
-                } else {
-                    format!("Responses continuation state is not available for call_id {id}; retry by replaying the full input history")
-                };
-                return Err(ApiError::bad_request(api, msg));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Spec §2.2 "thinking" binding, generalised. In thinking mode the client
-/// usually replays an assistant turn without its reasoning; the live KV keeps
-/// it. Remember the text the client will render so the next request
-/// continues the live KV (the closing EOS is then prefilled with the suffix):
-///
-/// * tool-less conversation, EOS after `</think>`: old reasoning is dropped
-///   by the renderer: `…<｜Assistant｜></think>content`;
-/// * tool context (tools declared or tool history), tool call or EOS: the
-///   turn renders as `…<｜Assistant｜><think></think>content<DSML block>`
-///   (exact sampled block through the tool memory).
-///
-/// Clients that do replay the reasoning match the live text itself
-/// (`memory-text`), so both kinds of client continue the KV.
-fn thinking_visible(p: &Prepared) -> Option<VisibleFn> {
-    use ds4_chat::render::{THINK_END, THINK_START};
-    if !p.mode.is_thinking() {
-        return None;
-    }
-    let tool_context = p.tools_active || p.tool_history;
-    let prompt = p.prompt_text.clone();
-    prompt.strip_suffix(THINK_START)?;
-    Some(Box::new(move |text: &[u8], finish: &Finish| {
-        let ok = match finish {
-            Finish::Eos => true,
-            Finish::ToolCalls => tool_context,
-            _ => false,
-        };
-        if !ok {
-            return None;
-        }
-        let t = text.strip_prefix(THINK_START.as_bytes()).unwrap_or(text);
-        let end = THINK_END.as_bytes();
-        let pos = t.windows(end.len()).position(|w| w == end)?;
-        let rest = std::str::from_utf8(&t[pos + end.len()..]).ok()?;
-        if tool_context {
-            Some(format!("{prompt}{THINK_END}{rest}"))
-        } else {
-            let base = prompt.strip_suffix(THINK_START)?;
-            Some(format!("{base}{THINK_END}{rest}"))
-        }
-    }))
-}
-
 pub fn engine_error(api: ApiKind, e: EngineError) -> ApiError {
     match e {
         EngineError::ContextOverflow { n_prompt, n_ctx } => {
@@ -868,6 +485,22 @@ pub fn trace_end(st: &AppState, k: Option<u64>, outcome: &Outcome) {
     st.trace(&rec);
 }
 
+/// [`trace_end`] on the blocking pool (file I/O and formatting of the whole
+/// generated text stay off the async threads); hands the outcome back.
+pub async fn trace_end_off_thread(st: &Arc<AppState>, k: Option<u64>, outcome: Outcome) -> Outcome {
+    if k.is_none() && !st.cfg.log_requests {
+        return outcome;
+    }
+    let st2 = st.clone();
+    let o = outcome.clone();
+    tokio::task::spawn_blocking(move || {
+        trace_end(&st2, k, &o);
+        o
+    })
+    .await
+    .unwrap_or(outcome)
+}
+
 /// Summary of a finished job (for traces and final bodies).
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -882,11 +515,18 @@ pub fn remember_tools(st: &AppState, blocks: &[(Vec<String>, String)]) {
     if st.cfg.tool_memory_max_ids == 0 {
         return;
     }
+    // Copy the blocks before taking the lock: it is held for the inserts only.
+    let blocks: Vec<(&[String], std::sync::Arc<str>)> = blocks
+        .iter()
+        .filter(|(ids, raw)| !ids.is_empty() && !raw.is_empty())
+        .map(|(ids, raw)| (ids.as_slice(), std::sync::Arc::from(raw.as_str())))
+        .collect();
+    if blocks.is_empty() {
+        return;
+    }
     let mut mem = st.tool_memory.lock().unwrap_or_else(|e| e.into_inner());
-    for (ids, raw) in blocks {
-        if !ids.is_empty() {
-            mem.remember(ids, raw);
-        }
+    for (ids, block) in blocks {
+        mem.remember_shared(ids, block);
     }
 }
 

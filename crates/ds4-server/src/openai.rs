@@ -17,8 +17,9 @@ use crate::error::ApiKind;
 use crate::jsonw::J;
 use crate::sse::{self, Projector};
 use crate::{
-    check_auth, finish_prepare, json_ok, now_secs, parse_gen_fields, prepare_chat, read_json,
-    remember_tools, request_model, submit, trace_begin, ApiError, AppState, Outcome,
+    check_auth, finish_prepare, json_ok, now_secs, off_thread, parse_gen_fields, parse_json,
+    read_body, remember_tools, request_model, start_chat, submit, trace_begin, ApiError, AppState,
+    Outcome, Prepared,
 };
 
 /// Engine finish → parser end cause.
@@ -155,10 +156,16 @@ async fn chat_inner(
     api: ApiKind,
 ) -> Result<Response, ApiError> {
     check_auth(&st, &headers, api)?;
-    let (json, raw) = read_json(&st, body, api).await?;
-    let p = prepare_chat(&st, &json, raw, api, ds4_chat::openai_chat)?;
-    let trace = trace_begin(&st, &p, "/v1/chat/completions");
-    let handle = submit(&st, &p, true)?;
+    let started = start_chat(
+        &st,
+        body,
+        api,
+        "/v1/chat/completions",
+        ds4_chat::openai_chat,
+        |_, _| Ok(()),
+    )
+    .await?;
+    let (p, trace, handle) = (started.prepared, started.trace, started.handle);
     let id = format!("chatcmpl-{}", st.next_id());
     let created = now_secs();
     if p.fields.stream {
@@ -175,18 +182,13 @@ async fn chat_inner(
         return Ok(sse::stream(st.clone(), &p, handle, Box::new(proj), trace).await);
     }
     let o = sse::collect(&st, &p, handle, trace).await?;
-    Ok(json_ok(
-        chat_body(
-            &st,
-            &id,
-            created,
-            &p.model,
-            p.mode.is_thinking(),
-            p.tools_active,
-            &o,
-        ),
-        true,
-    ))
+    let (thinking, tools) = (p.mode.is_thinking(), p.tools_active);
+    let st2 = st.clone();
+    let body = off_thread(api, move || {
+        Ok(chat_body(&st2, &id, created, &p.model, thinking, tools, &o))
+    })
+    .await?;
+    Ok(json_ok(body, true))
 }
 
 fn chat_body(
@@ -357,60 +359,22 @@ async fn completions_inner(
 ) -> Result<Response, ApiError> {
     let api = ApiKind::Completions;
     check_auth(&st, &headers, api)?;
-    let (json, raw) = read_json(&st, body, api).await?;
-    let (model, target) = request_model(&st, &json, api)?;
-    let prompt = match json.get("prompt") {
-        None | Some(Json::Null) => return Err(ApiError::bad_request(api, "missing prompt")),
-        Some(Json::String(s)) => s.clone(),
-        Some(Json::Array(a)) => a.first().and_then(|v| v.as_str()).unwrap_or("").to_string(),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                api,
-                "invalid JSON request: prompt must be a string or an array",
-            ))
-        }
-    };
-    let fields = parse_gen_fields(&json, api)?;
-    // Chat-wrapped prompt: reuse the chat adapter for thinking controls.
-    let mut members: Vec<(String, Json)> = vec![(
-        "messages".into(),
-        Json::Array(vec![
-            Json::Object(vec![
-                ("role".into(), Json::String("system".into())),
-                (
-                    "content".into(),
-                    Json::String("You are a helpful assistant".into()),
-                ),
-            ]),
-            Json::Object(vec![
-                ("role".into(), Json::String("user".into())),
-                ("content".into(), Json::String(prompt)),
-            ]),
-        ]),
-    )];
-    for k in ["thinking", "think", "reasoning_effort"] {
-        if let Some(v) = json.get(k) {
-            members.push((k.into(), v.clone()));
-        }
-    }
-    let req =
-        ds4_chat::openai_chat(&Json::Object(members)).map_err(|e| crate::chat_error(api, e))?;
-    let mode = req.thinking.resolve(&target, st.engine.ctx());
-    let prompt_text =
-        ds4_chat::render_prompt(&req.conversation, mode, ds4_chat::RenderOptions::default());
-    let p = finish_prepare(
-        &st,
-        api,
-        model,
-        mode,
-        false,
-        false,
-        prompt_text,
-        fields,
-        raw,
-    )?;
-    let trace = trace_begin(&st, &p, "/v1/completions");
-    let handle = submit(&st, &p, false)?;
+    let bytes = read_body(&st, body, api).await?;
+    let st2 = st.clone();
+    let (p, trace, handle) = off_thread(api, move || {
+        let json = parse_json(&bytes, api)?;
+        let raw = if st2.tracing() {
+            bytes.to_vec()
+        } else {
+            Vec::new()
+        };
+        let p = prepare_completion(&st2, &json, raw)?;
+        drop(json);
+        let trace = trace_begin(&st2, &p, "/v1/completions");
+        let handle = submit(&st2, &p, false)?;
+        Ok((p, trace, handle))
+    })
+    .await?;
     let id = format!("cmpl-{}", st.next_id());
     let created = now_secs();
     if p.fields.stream {
@@ -439,6 +403,53 @@ async fn completions_inner(
         )
         .with("usage", usage_openai(&o.usage));
     Ok(json_ok(body, true))
+}
+
+/// Validate and render a `/v1/completions` body (chat-wrapped prompt) and
+/// tokenise it (CPU-heavy: runs inside [`off_thread`]).
+fn prepare_completion(st: &AppState, json: &Json, raw: Vec<u8>) -> Result<Prepared, ApiError> {
+    let api = ApiKind::Completions;
+    let (model, target) = request_model(st, json, api)?;
+    let prompt = match json.get("prompt") {
+        None | Some(Json::Null) => return Err(ApiError::bad_request(api, "missing prompt")),
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Array(a)) => a.first().and_then(|v| v.as_str()).unwrap_or("").to_string(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                api,
+                "invalid JSON request: prompt must be a string or an array",
+            ))
+        }
+    };
+    let fields = parse_gen_fields(json, api)?;
+    // Chat-wrapped prompt: reuse the chat adapter for thinking controls.
+    let mut members: Vec<(String, Json)> = vec![(
+        "messages".into(),
+        Json::Array(vec![
+            Json::Object(vec![
+                ("role".into(), Json::String("system".into())),
+                (
+                    "content".into(),
+                    Json::String("You are a helpful assistant".into()),
+                ),
+            ]),
+            Json::Object(vec![
+                ("role".into(), Json::String("user".into())),
+                ("content".into(), Json::String(prompt)),
+            ]),
+        ]),
+    )];
+    for k in ["thinking", "think", "reasoning_effort"] {
+        if let Some(v) = json.get(k) {
+            members.push((k.into(), v.clone()));
+        }
+    }
+    let req =
+        ds4_chat::openai_chat(&Json::Object(members)).map_err(|e| crate::chat_error(api, e))?;
+    let mode = req.thinking.resolve(&target, st.engine.ctx());
+    let prompt_text =
+        ds4_chat::render_prompt(&req.conversation, mode, ds4_chat::RenderOptions::default());
+    finish_prepare(st, api, model, mode, false, false, prompt_text, fields, raw)
 }
 
 struct CompletionStream {

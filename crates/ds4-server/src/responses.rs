@@ -16,8 +16,8 @@ use crate::jsonw::J;
 use crate::openai::{finish_reason, parse_outcome, ParsedStream};
 use crate::sse::{self, Projector};
 use crate::{
-    check_auth, json_ok, now_secs, prepare_chat, random_hex, read_json, remember_tools, submit,
-    trace_begin, ApiError, AppState,
+    check_auth, json_ok, now_secs, off_thread, random_hex, remember_tools, start_chat, ApiError,
+    AppState, Outcome, Prepared,
 };
 
 pub fn usage_responses(u: &Usage) -> J {
@@ -60,19 +60,31 @@ pub async fn responses(
 async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let api = ApiKind::Responses;
     check_auth(&st, &headers, api)?;
-    let (json, raw) = read_json(&st, body, api).await?;
-    for k in ["previous_response_id", "conversation"] {
-        if !matches!(json.get(k), None | Some(Json::Null)) {
-            return Err(ApiError::bad_request(
-                api,
-                format!("{k} is not supported; replay full input instead"),
-            ));
-        }
-    }
-    let p = prepare_chat(&st, &json, raw, api, ds4_chat::responses)?;
-    let names = WireNames::from_request(&json);
-    let trace = trace_begin(&st, &p, "/v1/responses");
-    let handle = submit(&st, &p, true)?;
+    let started = start_chat(
+        &st,
+        body,
+        api,
+        "/v1/responses",
+        ds4_chat::responses,
+        |json, api| {
+            for k in ["previous_response_id", "conversation"] {
+                if !matches!(json.get(k), None | Some(Json::Null)) {
+                    return Err(ApiError::bad_request(
+                        api,
+                        format!("{k} is not supported; replay full input instead"),
+                    ));
+                }
+            }
+            Ok(WireNames::from_request(json))
+        },
+    )
+    .await?;
+    let (p, trace, handle, names) = (
+        started.prepared,
+        started.trace,
+        started.handle,
+        started.extra,
+    );
     st.next_id();
     let ids = Ids::new();
     let created = now_secs();
@@ -98,7 +110,24 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
         return Ok(sse::stream(st.clone(), &p, handle, Box::new(proj), trace).await);
     }
     let o = sse::collect(&st, &p, handle, trace).await?;
-    let (finish, pf, msg) = parse_outcome(&st, &o, p.mode.is_thinking(), p.tools_active, "call_");
+    let st2 = st.clone();
+    let body = off_thread(api, move || {
+        Ok(response_body(&st2, &p, &o, &ids, &names, created))
+    })
+    .await?;
+    Ok(json_ok(body, false))
+}
+
+/// The non-streaming response object of a finished generation.
+fn response_body(
+    st: &AppState,
+    p: &Prepared,
+    o: &Outcome,
+    ids: &Ids,
+    names: &WireNames,
+    created: i64,
+) -> J {
+    let (finish, pf, msg) = parse_outcome(st, o, p.mode.is_thinking(), p.tools_active, "call_");
     let fr = finish_reason(&finish, pf);
     let mut output = Vec::new();
     let item_status = if fr == "length" || fr == "error" {
@@ -114,7 +143,7 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
     }
     for c in &msg.tool_calls {
         output.push(call_item(
-            &names,
+            names,
             &format!("fc_{}", random_hex(12)),
             item_status,
             &c.name,
@@ -122,17 +151,14 @@ async fn inner(st: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Resp
             &c.arguments,
         ));
     }
-    Ok(json_ok(
-        response_object(
-            &ids.resp,
-            created,
-            &p.model,
-            status_of(fr),
-            output,
-            Some(&o.usage),
-        ),
-        false,
-    ))
+    response_object(
+        &ids.resp,
+        created,
+        &p.model,
+        status_of(fr),
+        output,
+        Some(&o.usage),
+    )
 }
 
 /// How parsed call names map back to Responses wire items.

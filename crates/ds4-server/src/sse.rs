@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use ds4_engine::{Event, Finish, JobHandle, Usage};
 
-use crate::{engine_error, trace_end, AppState, Outcome, Prepared};
+use crate::{engine_error, trace_end_off_thread, AppState, Outcome, Prepared};
 
 /// Per-API conversion of generation progress into SSE frames.
 pub trait Projector: Send + 'static {
@@ -48,6 +48,8 @@ struct StreamState {
     last_keepalive: Option<Instant>,
     outcome: Outcome,
     trace: Option<u64>,
+    /// The job finished: its trace record is still to be written.
+    trace_due: bool,
     started: bool,
 }
 
@@ -88,7 +90,7 @@ impl StreamState {
                 self.outcome.finish = Some(finish.clone());
                 self.queue.extend(self.proj.finish(&finish, &usage));
                 self.done = true;
-                trace_end(&self.st, self.trace, &self.outcome);
+                self.trace_due = true;
             }
             Event::Failed(e) => {
                 self.queue.extend(self.proj.error(&e.to_string()));
@@ -141,6 +143,7 @@ pub async fn stream(
         last_keepalive: None,
         outcome: Outcome::default(),
         trace,
+        trace_due: false,
         started: false,
     };
     let s = futures_util::stream::unfold(state, |mut s| async move {
@@ -156,7 +159,14 @@ pub async fn stream(
                 None => s.handle.events.recv().await,
             };
             match ev {
-                Some(ev) => s.handle_event(ev),
+                Some(ev) => {
+                    s.handle_event(ev);
+                    if s.trace_due {
+                        s.trace_due = false;
+                        let o = std::mem::take(&mut s.outcome);
+                        s.outcome = trace_end_off_thread(&s.st, s.trace, o).await;
+                    }
+                }
                 None => {
                     // The worker dropped the job without a final event.
                     let frames = if s.started {
@@ -179,7 +189,7 @@ pub async fn stream(
 /// Run a job to completion (non-streaming). Returns the outcome, or the
 /// HTTP error for a failure before generation.
 pub async fn collect(
-    st: &AppState,
+    st: &Arc<AppState>,
     p: &Prepared,
     mut handle: JobHandle,
     trace: Option<u64>,
@@ -204,8 +214,7 @@ pub async fn collect(
             Event::Done { finish, usage } => {
                 o.finish = Some(finish);
                 o.usage = usage;
-                trace_end(st, trace, &o);
-                return Ok(o);
+                return Ok(trace_end_off_thread(st, trace, o).await);
             }
             Event::Failed(e) => return Err(engine_error(p.api, e)),
         }

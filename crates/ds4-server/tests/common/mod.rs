@@ -23,6 +23,12 @@ pub fn start(cfg: ServerConfig) -> TestServer {
 }
 
 pub fn start_with(cfg: ServerConfig, prefill_chunk: usize) -> TestServer {
+    start_rt(cfg, prefill_chunk, 4)
+}
+
+/// [`start_with`] on a tokio runtime with `workers` async worker threads
+/// (1 makes any blocking work on an async thread visible as a stall).
+pub fn start_rt(cfg: ServerConfig, prefill_chunk: usize, workers: usize) -> TestServer {
     let model = EchoModel::default();
     let engine = Engine::start(
         Box::new(model.clone()),
@@ -39,7 +45,7 @@ pub fn start_with(cfg: ServerConfig, prefill_chunk: usize) -> TestServer {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
+            .worker_threads(workers)
             .enable_all()
             .build()
             .unwrap();
@@ -83,7 +89,7 @@ impl Resp {
     }
 }
 
-fn write_request(
+pub fn write_request(
     s: &mut TcpStream,
     method: &str,
     path: &str,
@@ -102,7 +108,7 @@ fn write_request(
     s.write_all(body).unwrap();
 }
 
-fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+pub fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     let status: u16 = line
