@@ -301,6 +301,11 @@ impl Engine {
         self.cfg.ctx
     }
 
+    /// Session slots (jobs that can run together).
+    pub fn slots(&self) -> usize {
+        self.cfg.slots
+    }
+
     pub fn stats(&self) -> &EngineStats {
         &self.inner.stats
     }

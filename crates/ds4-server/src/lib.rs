@@ -339,6 +339,8 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         .with("demo", st.cfg.demo)
         .with("ctx", st.cfg.ctx)
         .with("busy", s.busy.load(Ordering::SeqCst))
+        .with("slots", st.engine.slots())
+        .with("active", s.active.load(Ordering::SeqCst))
         .with("queued", s.queued.load(Ordering::SeqCst))
         .with("live_tokens", s.live_tokens.load(Ordering::SeqCst))
         .with("jobs_submitted", s.jobs_submitted.load(Ordering::SeqCst))

@@ -113,6 +113,35 @@ fn queued_request_runs_after_the_busy_one() {
 }
 
 #[test]
+fn with_two_slots_a_request_is_answered_while_another_streams() {
+    // a context the endless stream cannot fill during the test
+    let s = start_slots(cfg(1 << 22), 2);
+    let body = json!({"model":"deepseek-chat","stream":true,
+        "messages":[{"role":"user","content":"LOOP:"}]});
+    let (status, mut forever) = open_stream(s.addr, "/v1/chat/completions", &body);
+    assert_eq!(status, 200);
+    let mut first = [0u8; 64];
+    forever.read_exact(&mut first).unwrap();
+    let h = wait_health(s.addr, |h| h["active"] == 1);
+    assert_eq!(h["slots"], 2);
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"ECHO:served"}]}),
+    );
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "served");
+    // the endless stream is still being generated, and still reads
+    let h = wait_health(s.addr, |h| h["jobs_done"] == 1);
+    assert_eq!(
+        (h["busy"].clone(), h["queued"].clone()),
+        (json!(true), json!(0))
+    );
+    forever.read_exact(&mut first).unwrap();
+    drop(forever);
+    wait_health(s.addr, |h| h["busy"] == false && h["jobs_cancelled"] == 1);
+}
+
+#[test]
 fn long_prefill_sends_keepalive_comments() {
     let mut c = cfg(8192);
     c.keepalive_interval = Duration::ZERO;

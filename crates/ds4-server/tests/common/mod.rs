@@ -29,17 +29,27 @@ pub fn start_with(cfg: ServerConfig, prefill_chunk: usize) -> TestServer {
 /// [`start_with`] on a tokio runtime with `workers` async worker threads
 /// (1 makes any blocking work on an async thread visible as a stall).
 pub fn start_rt(cfg: ServerConfig, prefill_chunk: usize, workers: usize) -> TestServer {
+    let ecfg = EngineConfig {
+        ctx: cfg.ctx,
+        prefill_chunk,
+        ..EngineConfig::default()
+    };
+    start_engine(cfg, ecfg, workers)
+}
+
+/// A server whose engine has `slots` session slots (`--batched-session`).
+pub fn start_slots(cfg: ServerConfig, slots: usize) -> TestServer {
+    let ecfg = EngineConfig {
+        ctx: cfg.ctx,
+        slots,
+        ..EngineConfig::default()
+    };
+    start_engine(cfg, ecfg, 4)
+}
+
+pub fn start_engine(cfg: ServerConfig, ecfg: EngineConfig, workers: usize) -> TestServer {
     let model = EchoModel::default();
-    let engine = Engine::start(
-        Box::new(model.clone()),
-        Arc::new(TestTokenizer),
-        EngineConfig {
-            ctx: cfg.ctx,
-            prefill_chunk,
-            ..EngineConfig::default()
-        },
-    )
-    .unwrap();
+    let engine = Engine::start(Box::new(model.clone()), Arc::new(TestTokenizer), ecfg).unwrap();
     let state = AppState::new(engine, cfg).unwrap();
     let app = router(state.clone());
     let (tx, rx) = std::sync::mpsc::channel();
