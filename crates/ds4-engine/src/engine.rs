@@ -22,8 +22,9 @@ pub struct EngineConfig {
     /// Session slots: jobs run together, one per slot, each step one batched
     /// evaluation over them (ds4.c's `--batched-session`; 1 = one at a time).
     pub slots: usize,
-    /// Prefill chunk while other jobs are decoding (aligned the same way), so
-    /// that a long prompt joining the batch does not stall their tokens.
+    /// Prefill tokens per step while some job is decoding (chunks aligned to
+    /// multiples of it, shared by the waiting prompts oldest first), so that
+    /// prompts joining the batch do not stall the others' tokens.
     pub batch_prefill_chunk: usize,
 }
 

@@ -1,7 +1,9 @@
 //! The worker thread: owns the model and its session slots and runs the
 //! queued jobs by continuous batching. Up to one job per slot is active; each
 //! step evaluates, in one [`Model::eval_batch`] call, the last sampled token
-//! of every decoding job and one prefill chunk (of the oldest prefilling job).
+//! of every decoding job and prefill chunks of the waiting prompts, oldest
+//! first, within a token budget per step (`prefill_chunk`, or
+//! `batch_prefill_chunk` while some job decodes).
 //! New jobs join at step boundaries; finished or cancelled ones leave at once.
 //! A job gets the idle slot whose live state it reuses the most, else the
 //! least recently used one. With one slot this is the FIFO, one-at-a-time
@@ -436,7 +438,13 @@ impl Worker {
         let mut active = std::mem::take(&mut self.active);
         let mut parts: Vec<(Active, Part)> = Vec::with_capacity(active.len());
         let decoding_jobs = active.iter().filter(|a| a.decoding).count();
-        let mut prefill_taken = false;
+        // prefill tokens this step, shared by the waiting prompts in arrival
+        // order: a smaller budget while others decode keeps their steps short
+        let (chunk, mut budget) = if decoding_jobs > 0 {
+            (self.cfg.batch_prefill_chunk, self.cfg.batch_prefill_chunk)
+        } else {
+            (self.cfg.prefill_chunk, self.cfg.prefill_chunk)
+        };
         for mut a in active.drain(..) {
             if a.decoding {
                 match self.sample_next(&mut a) {
@@ -460,18 +468,15 @@ impl Worker {
                 self.ended += 1;
                 continue;
             }
-            if prefill_taken {
+            if budget == 0 {
                 self.active.push(a);
                 continue;
             }
-            prefill_taken = true;
-            // a smaller chunk while others decode keeps their steps short
-            let chunk = if decoding_jobs > 0 {
-                self.cfg.batch_prefill_chunk
-            } else {
-                self.cfg.prefill_chunk
-            };
-            let end = ((a.pos / chunk + 1) * chunk).min(a.total);
+            // chunks stay aligned to absolute multiples of the chunk size
+            let end = ((a.pos / chunk + 1) * chunk)
+                .min(a.total)
+                .min(a.pos + budget);
+            budget -= end - a.pos;
             let last = end == a.total;
             parts.push((a, Part::Prefill { end, last }));
         }

@@ -17,7 +17,7 @@ use clap::Parser;
 use ds4_engine::ds4::{demo, load, BackendChoice, Ds4Model, Ds4Tokenizer, LoadOptions};
 use ds4_engine::{Engine, EngineConfig, Event, GenRequest, SamplingParams, Tokenizer};
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "ds4-batch-bench",
     about = "Aggregate decode speed with and without continuous batching"
@@ -185,6 +185,12 @@ fn main() -> Result<()> {
         a.gen_tokens,
         a.ctx
     );
+    // warm-up (weights paged in, first allocations), not reported
+    let warm = Args {
+        gen_tokens: 2,
+        ..a.clone()
+    };
+    run(&model, &tok, &warm, 1, 1)?;
     let one = run(&model, &tok, &a, 1, 1)?;
     let serial = run(&model, &tok, &a, n, 1)?;
     let batched = run(&model, &tok, &a, n, n)?;
