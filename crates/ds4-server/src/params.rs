@@ -73,6 +73,52 @@ fn stop_list(v: &Json, field: &str, api: ApiKind) -> Result<Vec<String>, ApiErro
     }
 }
 
+/// A number as the official APIs print it in their messages (500, 2.5).
+fn shown(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+/// `x` within `lo..=hi`, else the 400 the official API gives: OpenAI's
+/// `Invalid 'temperature': decimal above maximum value. ...` with its param
+/// and code, Anthropic's `temperature: range: 0..1`.
+fn in_range(x: f64, field: &'static str, lo: f64, hi: f64, api: ApiKind) -> Result<(), ApiError> {
+    if (lo..=hi).contains(&x) {
+        return Ok(());
+    }
+    if api == ApiKind::Anthropic {
+        return Err(ApiError::bad_request(
+            api,
+            format!("{field}: range: {}..{}", shown(lo), shown(hi)),
+        ));
+    }
+    let (what, code, bound) = if x > hi {
+        (
+            "above maximum",
+            "decimal_above_max_value",
+            format!("<= {}", shown(hi)),
+        )
+    } else {
+        (
+            "below minimum",
+            "decimal_below_min_value",
+            format!(">= {}", shown(lo)),
+        )
+    };
+    Err(ApiError::bad_request(
+        api,
+        format!(
+            "Invalid '{field}': decimal {what} value. Expected a value {bound}, but got {} instead.",
+            shown(x)
+        ),
+    )
+    .param(field)
+    .code(code))
+}
+
 /// Read the generation fields accepted by `api` from a request object.
 pub fn parse_gen_fields(body: &Json, api: ApiKind) -> Result<GenFields, ApiError> {
     let Some(members) = body.as_object() else {
@@ -93,9 +139,21 @@ pub fn parse_gen_fields(body: &Json, api: ApiKind) -> Result<GenFields, ApiError
                 }
             }
             (_, "temperature") => {
-                g.temperature = num(v, k, api)?.map(|x| x as f32).or(g.temperature)
+                let x = num(v, k, api)?;
+                if let Some(x) = x {
+                    // OpenAI 0..2, Anthropic 0..1
+                    let hi = if api == ApiKind::Anthropic { 1.0 } else { 2.0 };
+                    in_range(x, "temperature", 0.0, hi, api)?;
+                }
+                g.temperature = x.map(|x| x as f32).or(g.temperature)
             }
-            (_, "top_p") => g.top_p = num(v, k, api)?.map(|x| x as f32).or(g.top_p),
+            (_, "top_p") => {
+                let x = num(v, k, api)?;
+                if let Some(x) = x {
+                    in_range(x, "top_p", 0.0, 1.0, api)?;
+                }
+                g.top_p = x.map(|x| x as f32).or(g.top_p)
+            }
             (ApiKind::Chat | ApiKind::Completions | ApiKind::Anthropic, "top_k") => {
                 g.top_k = int(v, k, api)?
                     .map(|x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32)

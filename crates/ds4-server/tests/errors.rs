@@ -613,3 +613,69 @@ fn anthropic_system_turns_and_count_tokens_reject_bad_input() {
     assert!(r.json()["input_tokens"].as_u64().unwrap() > 400);
     still_serving(&s);
 }
+
+#[test]
+fn out_of_range_sampling_values_get_the_official_apis_400s() {
+    let s = start(cfg(4096));
+    let msgs = json!([{"role":"user","content":"ECHO:ok"}]);
+    for (field, value, expect) in [
+        (
+            "temperature",
+            json!(500),
+            "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 500 instead.",
+        ),
+        (
+            "temperature",
+            json!(-0.5),
+            "Invalid 'temperature': decimal below minimum value. Expected a value >= 0, but got -0.5 instead.",
+        ),
+        (
+            "top_p",
+            json!(2),
+            "Invalid 'top_p': decimal above maximum value. Expected a value <= 1, but got 2 instead.",
+        ),
+    ] {
+        for path in ["/v1/chat/completions", "/v1/completions", "/v1/responses"] {
+            let mut body = match path {
+                "/v1/completions" => json!({"model":"deepseek-chat","prompt":"hi"}),
+                "/v1/responses" => json!({"model":"deepseek-chat","input":"hi"}),
+                _ => json!({"model":"deepseek-chat","messages":msgs}),
+            };
+            body[field] = value.clone();
+            let j = assert_openai_error(&post(s.addr, path, &body), 400, expect);
+            assert_eq!(j["error"]["message"], expect, "{path}");
+            assert_eq!(j["error"]["param"], field, "{path}");
+            let code = if expect.contains("above") {
+                "decimal_above_max_value"
+            } else {
+                "decimal_below_min_value"
+            };
+            assert_eq!(j["error"]["code"], code, "{path}");
+        }
+    }
+    // Anthropic: temperature and top_p in 0..1
+    for (field, value) in [("temperature", json!(1.5)), ("top_p", json!(-1))] {
+        let mut body = json!({"model":"deepseek-chat","max_tokens":8,"messages":msgs});
+        body[field] = value;
+        let j = assert_anthropic_error(
+            &post(s.addr, "/v1/messages", &body),
+            400,
+            "invalid_request_error",
+            field,
+        );
+        assert_eq!(j["error"]["message"], format!("{field}: range: 0..1"));
+    }
+    // the bounds themselves are accepted
+    let ok = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","messages":msgs,"temperature":2,"top_p":0}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let ok = post(
+        s.addr,
+        "/v1/messages",
+        &json!({"model":"deepseek-chat","max_tokens":8,"messages":msgs,"temperature":1,"top_p":1}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
