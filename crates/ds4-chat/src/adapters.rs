@@ -259,6 +259,42 @@ fn normalize_tool(t: &Json, what: &str) -> Result<Json, ChatError> {
     ))
 }
 
+/// A `tool_choice` forcing a named function (OpenAI `{"type":"function",
+/// "function":{"name":..}}`, Anthropic `{"type":"tool","name":..}`) must name
+/// one of the (normalized) `tools`.
+fn check_forced_tool(choice: Option<&Json>, tools: &[Json]) -> Result<(), ChatError> {
+    let Some(c @ Json::Object(_)) = choice else {
+        return Ok(());
+    };
+    if !matches!(
+        c.get("type").and_then(Json::as_str),
+        Some("function" | "tool")
+    ) {
+        return Ok(());
+    }
+    let Some(name) = c
+        .get("function")
+        .and_then(|f| f.get("name"))
+        .or_else(|| c.get("name"))
+    else {
+        return Err(ChatError::invalid("tool_choice names no function"));
+    };
+    let Some(name) = name.as_str() else {
+        return Err(ChatError::invalid(
+            "tool_choice's function name must be a string",
+        ));
+    };
+    if tools
+        .iter()
+        .any(|t| t.get("name").and_then(Json::as_str) == Some(name))
+    {
+        return Ok(());
+    }
+    Err(ChatError::invalid(format!(
+        "tool_choice names the function {name:?}, which is not in tools"
+    )))
+}
+
 fn parse_tools_array(v: Option<&Json>, what: &str) -> Result<Vec<Json>, ChatError> {
     match v {
         None | Some(Json::Null) => Ok(Vec::new()),
@@ -407,6 +443,7 @@ pub fn openai_chat(body: &Json) -> Result<ChatRequest, ChatError> {
         conv.response_format = Some(rf);
     }
     let tools = parse_tools_array(body.get("tools"), "tools")?;
+    check_forced_tool(body.get("tool_choice"), &tools)?;
     let tools_disabled = match body.get("tool_choice") {
         Some(Json::String(s)) => s == "none",
         Some(t @ Json::Object(_)) => t.get("type").and_then(Json::as_str) == Some("none"),
@@ -595,6 +632,7 @@ pub fn anthropic_messages(body: &Json) -> Result<ChatRequest, ChatError> {
         }
     }
     let tools = parse_tools_array(body.get("tools"), "tools")?;
+    check_forced_tool(body.get("tool_choice"), &tools)?;
     let tools_disabled = match body.get("tool_choice") {
         Some(t @ Json::Object(_)) => t.get("type").and_then(Json::as_str) == Some("none"),
         Some(Json::String(s)) => s == "none",

@@ -679,3 +679,32 @@ fn out_of_range_sampling_values_get_the_official_apis_400s() {
     );
     assert_eq!(ok.status, 200, "{}", ok.text());
 }
+
+#[test]
+fn a_tool_choice_naming_an_unknown_function_is_refused() {
+    let s = start(cfg(4096));
+    let msgs = json!([{"role":"user","content":"ECHO:ok"}]);
+    let tools =
+        json!([{"type":"function","function":{"name":"read_file","parameters":{"type":"object"}}}]);
+    let body = |name: &str| {
+        json!({"model":"deepseek-chat","messages":msgs,"tools":tools,
+            "tool_choice":{"type":"function","function":{"name":name}}})
+    };
+    let r = post(s.addr, "/v1/chat/completions", &body("write_file"));
+    assert_openai_error(&r, 400, "\"write_file\", which is not in tools");
+    let ok = post(s.addr, "/v1/chat/completions", &body("read_file"));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let atools = json!([{"name":"read_file","input_schema":{"type":"object"}}]);
+    let abody = |name: &str| {
+        json!({"model":"deepseek-chat","max_tokens":8,"messages":msgs,"tools":atools,
+            "tool_choice":{"type":"tool","name":name}})
+    };
+    assert_anthropic_error(
+        &post(s.addr, "/v1/messages", &abody("write_file")),
+        400,
+        "invalid_request_error",
+        "not in tools",
+    );
+    let ok = post(s.addr, "/v1/messages", &abody("read_file"));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
