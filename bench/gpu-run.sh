@@ -24,11 +24,27 @@ P=$B/promessi_sposi.txt
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 [[ -s $M ]] || ("$B/ds4-gguf" synth -o $M --preset full --quant q2 --seed 1 > "$OUT/synth.log" 2>&1) &
-if [[ ${MODE:-} == short ]]; then
-    echo "== correctness: CUDA vs CPU on tiny models"
+# Shared steps of the modes below.
+correctness() { # CUDA vs CPU on the tiny models, then wait for the synthesized file
+    echo "== correctness: CUDA vs CPU on tiny models (matvec path, then cuBLAS path)"
     timeout 200 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
     grep -c PASS "$OUT/correctness.log"; grep "FAIL\|SKIP\|panick" "$OUT/correctness.log"
     wait
+}
+mvbench() { # micro-benchmarks; $1: lines to leave out of the printout
+    echo "== matvec and MoE micro-benchmarks"
+    timeout 200 "$B/gpu_check" mvbench > "$OUT/mvbench.log" 2>&1
+    grep -v "${1:-^$}" "$OUT/mvbench.log"
+}
+ncu_step() { # one decode step at 2K under ncu: per-kernel GPU time
+    echo "== one decode step under ncu (per-kernel GPU time)"
+    DS4_NCU_STEP=1 DS4_PROMPT_FILE=$P timeout 240 ncu --profile-from-start off --clock-control none \
+        --metrics gpu__time_duration.sum --csv --print-units base "$B/gpu_check" speed $M 2048 \
+        > "$OUT/ncu-step.csv" 2> "$OUT/ncu-step.err"
+    echo "ncu rc $? rows $(wc -l < "$OUT/ncu-step.csv")"
+}
+if [[ ${MODE:-} == short ]]; then
+    correctness
     echo "== ds4-rs: decode at 2K and 8K with the host counters"
     DS4_CUDA_HOST_STATS=1 DS4_PROMPT_FILE=$P timeout 150 "$B/gpu_check" speed $M 2048 8192 2>&1 | tee "$OUT/speed.log"
     if [[ -n ${DS4C_BENCH:-} ]]; then
@@ -37,46 +53,29 @@ if [[ ${MODE:-} == short ]]; then
             --ctx-max 2048 --gen-tokens 64 --csv "$OUT/ds4c-decode.csv" > "$OUT/ds4c-decode.log" 2>&1
         cat "$OUT/ds4c-decode.csv"
     fi
-    echo "== matvec and MoE micro-benchmarks"
-    timeout 120 "$B/gpu_check" mvbench 2>&1 | grep -v "^mv " | tee "$OUT/mvbench.log"
+    mvbench "^mv "
     exit 0
 fi
 if [[ ${MODE:-} == quick ]]; then
-    echo "== correctness: CUDA vs CPU on tiny models"
-    timeout 200 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
-    grep -c PASS "$OUT/correctness.log"; grep "FAIL\|SKIP\|panick" "$OUT/correctness.log"
-    wait
+    correctness
     echo "== decode at 2K with the host counters"
     DS4_CUDA_HOST_STATS=1 DS4_PROMPT_FILE=$P timeout 150 "$B/gpu_check" speed $M 2048 2>&1 | tee "$OUT/speed.log"
     exit 0
 fi
 if [[ ${MODE:-} == extra ]]; then
     wait
-    echo "== matvec and MoE micro-benchmarks"
-    timeout 200 "$B/gpu_check" mvbench 2>&1 | tee "$OUT/mvbench.log"
-    echo "== one decode step under ncu (per-kernel GPU time)"
-    DS4_NCU_STEP=1 DS4_PROMPT_FILE=$P timeout 240 ncu --profile-from-start off --clock-control none \
-        --metrics gpu__time_duration.sum --csv --print-units base "$B/gpu_check" speed $M 2048 \
-        > "$OUT/ncu-step.csv" 2> "$OUT/ncu-step.err"
-    echo "ncu rc $? rows $(wc -l < "$OUT/ncu-step.csv")"
+    mvbench
+    ncu_step
     exit 0
 fi
 if [[ ${MODE:-} == diag2 ]]; then
-    echo "== correctness: CUDA vs CPU on tiny models"
-    timeout 200 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
-    grep -c PASS "$OUT/correctness.log"; grep "FAIL\|SKIP\|panick" "$OUT/correctness.log"
-    wait
+    correctness
     if [[ -z ${SKIP_MVBENCH:-} ]]; then
-        echo "== matvec and MoE micro-benchmarks"
-        timeout 200 "$B/gpu_check" mvbench 2>&1 | tee "$OUT/mvbench.log"
+        mvbench
     fi
     echo "== decode at 2K and 8K with the host counters"
     DS4_CUDA_HOST_STATS=1 DS4_PROMPT_FILE=$P timeout 200 "$B/gpu_check" speed $M 2048 8192 2>&1 | tee "$OUT/speed.log"
-    echo "== one decode step under ncu (per-kernel GPU time)"
-    DS4_NCU_STEP=1 DS4_PROMPT_FILE=$P timeout 240 ncu --profile-from-start off --clock-control none \
-        --metrics gpu__time_duration.sum --csv --print-units base "$B/gpu_check" speed $M 2048 \
-        > "$OUT/ncu-step.csv" 2> "$OUT/ncu-step.err"
-    echo "ncu rc $? rows $(wc -l < "$OUT/ncu-step.csv")"
+    ncu_step
     [[ -n ${SKIP_MVBENCH:-} ]] && exit 0
     echo "== stall and memory sections of the fused expert kernels (micro-benchmark)"
     timeout 150 ncu --clock-control none -k regex:'mvs_gate_up|mvs_down' -c 2 \
@@ -86,25 +85,14 @@ if [[ ${MODE:-} == diag2 ]]; then
     exit 0
 fi
 if [[ ${MODE:-} == diag ]]; then
-    echo "== correctness: CUDA vs CPU on tiny models"
-    timeout 150 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
-    grep -c PASS "$OUT/correctness.log"; grep FAIL "$OUT/correctness.log"
-    wait
-    echo "== matvec micro-benchmark (decode shapes, random weights, CPU reference)"
-    timeout 200 "$B/gpu_check" mvbench 2>&1 | tee "$OUT/mvbench.log"
+    correctness
+    mvbench
     echo "== ds4-rs decode at 8K and 2K, new matvec kernels, then the old ones"
     DS4_MV_AB=1 DS4_PROMPT_FILE=$P timeout 200 "$B/gpu_check" speed $M 8192 2048 2>&1 | tee "$OUT/speed-ab.log"
-    echo "== one decode step under ncu (per-kernel GPU time)"
-    DS4_NCU_STEP=1 DS4_PROMPT_FILE=$P timeout 240 ncu --profile-from-start off --clock-control none \
-        --metrics gpu__time_duration.sum --csv --print-units base "$B/gpu_check" speed $M 2048 \
-        > "$OUT/ncu-step.csv" 2> "$OUT/ncu-step.err"
-    echo "ncu rc $? rows $(wc -l < "$OUT/ncu-step.csv")"
+    ncu_step
     exit 0
 fi
-echo "== correctness: CUDA vs CPU on tiny models (matvec path, then cuBLAS path)"
-timeout 150 "$B/gpu_check" correctness > "$OUT/correctness.log" 2>&1
-grep -c PASS "$OUT/correctness.log"; grep FAIL "$OUT/correctness.log"
-wait
+correctness
 echo "== ds4-rs: cold prefill 2K / 8K, decode (real text tokens)"
 DS4_CUDA_HOST_STATS=1 DS4_PROMPT_FILE=$P timeout 120 "$B/gpu_check" speed $M 2048 8192 2>&1 | tee "$OUT/speed.log"
 if [[ -n ${DS4C_BENCH:-} ]]; then

@@ -151,37 +151,30 @@ fn eval_batch_on<B: Backend + 'static>(
     model: &ds4_model::Model<B>,
     steps: &mut [BatchStep<'_>],
 ) -> Vec<Result<Option<Vec<f32>>, EngineError>> {
-    let ours = |st: &mut BatchStep<'_>| {
-        st.session
-            .as_any_mut()
-            .is_some_and(|a| a.is::<Ds4Session<B>>())
-    };
-    if steps.len() < 2 || !steps.iter_mut().all(ours) {
+    let wants: Vec<bool> = steps.iter().map(|st| st.want_logits).collect();
+    let seqs: Option<Vec<SeqStep<'_, B>>> = steps
+        .iter_mut()
+        .map(|st| {
+            let tokens = st.tokens;
+            let want = if st.want_logits {
+                Want::Last
+            } else {
+                Want::None
+            };
+            let s = st.session.as_any_mut()?.downcast_mut::<Ds4Session<B>>()?;
+            Some(SeqStep {
+                session: &mut s.session,
+                ids: tokens,
+                want,
+            })
+        })
+        .collect();
+    let Some(mut seqs) = seqs.filter(|v| v.len() >= 2) else {
         return steps
             .iter_mut()
             .map(|st| st.session.eval(st.tokens, st.want_logits))
             .collect();
-    }
-    let wants: Vec<bool> = steps.iter().map(|st| st.want_logits).collect();
-    let mut seqs: Vec<SeqStep<'_, B>> = Vec::with_capacity(steps.len());
-    for st in steps.iter_mut() {
-        let Some(s) = st
-            .session
-            .as_any_mut()
-            .and_then(|a| a.downcast_mut::<Ds4Session<B>>())
-        else {
-            unreachable!("checked above");
-        };
-        seqs.push(SeqStep {
-            session: &mut s.session,
-            ids: st.tokens,
-            want: if st.want_logits {
-                Want::Last
-            } else {
-                Want::None
-            },
-        });
-    }
+    };
     match model.forward_batch(&mut seqs) {
         Ok(out) if out.len() == wants.len() => out
             .into_iter()

@@ -45,61 +45,61 @@ impl Slot {
         self.live_alias = None;
     }
 
-    /// Pick the reused prefix; returns (effective prompt, cached count, source).
-    fn plan(&self, req: &crate::GenRequest, tok: &dyn Tokenizer) -> (Vec<u32>, usize, CacheSource) {
-        let live = &self.live_tokens;
-        if !live.is_empty() && self.live_logits.is_some() {
-            if live.len() <= req.prompt_tokens.len() && req.prompt_tokens[..live.len()] == live[..]
-            {
-                return (
-                    req.prompt_tokens.clone(),
-                    live.len(),
-                    CacheSource::MemoryToken,
-                );
-            }
-            let text = req.prompt_text.as_bytes();
-            if let Some((alias, pos)) = &self.live_alias {
-                if *pos == live.len() && text.len() > alias.len() && text.starts_with(alias) {
-                    if let Ok(rest) = std::str::from_utf8(&text[alias.len()..]) {
-                        let mut eff = live.clone();
-                        eff.extend(tok.encode(rest));
-                        return (eff, live.len(), CacheSource::ThinkingVisible);
-                    }
-                }
-            }
-            if self.live_text.len() <= text.len()
-                && text[..self.live_text.len()] == self.live_text[..]
-            {
-                // The rest always starts on a char boundary of the prompt
-                // unless the live text ended inside a character.
-                if let Ok(rest) = std::str::from_utf8(&text[self.live_text.len()..]) {
-                    let mut eff = live.clone();
-                    eff.extend(tok.encode(rest));
-                    return (eff, live.len(), CacheSource::MemoryText);
-                }
-            }
-        }
-        (req.prompt_tokens.clone(), 0, CacheSource::None)
-    }
-
-    /// Tokens a job would reuse from this slot (without encoding any text).
-    fn reuse_hint(&self, req: &crate::GenRequest) -> usize {
+    /// How a job can reuse this slot's live state, decided without encoding
+    /// any text: the live tokens prefix its tokens, its text extends the
+    /// visible alias, or its text extends the live text.
+    fn reuse(&self, req: &crate::GenRequest) -> CacheSource {
         let live = &self.live_tokens;
         if live.is_empty() || self.live_logits.is_none() {
-            return 0;
+            return CacheSource::None;
         }
-        let tokens =
-            live.len() <= req.prompt_tokens.len() && req.prompt_tokens[..live.len()] == live[..];
+        if live.len() <= req.prompt_tokens.len() && req.prompt_tokens[..live.len()] == live[..] {
+            return CacheSource::MemoryToken;
+        }
         let text = req.prompt_text.as_bytes();
-        let alias = self.live_alias.as_ref().is_some_and(|(a, pos)| {
-            *pos == live.len() && text.len() > a.len() && text.starts_with(a)
-        });
-        let bytes = self.live_text.len() <= text.len()
-            && text[..self.live_text.len()] == self.live_text[..];
-        if tokens || alias || bytes {
-            live.len()
-        } else {
-            0
+        if let Some((alias, pos)) = &self.live_alias {
+            if *pos == live.len()
+                && text.len() > alias.len()
+                && text.starts_with(alias)
+                && std::str::from_utf8(&text[alias.len()..]).is_ok()
+            {
+                return CacheSource::ThinkingVisible;
+            }
+        }
+        // The rest always starts on a char boundary of the prompt unless the
+        // live text ended inside a character.
+        if self.live_text.len() <= text.len()
+            && text[..self.live_text.len()] == self.live_text[..]
+            && std::str::from_utf8(&text[self.live_text.len()..]).is_ok()
+        {
+            return CacheSource::MemoryText;
+        }
+        CacheSource::None
+    }
+
+    /// Pick the reused prefix; returns (effective prompt, cached count, source).
+    fn plan(&self, req: &crate::GenRequest, tok: &dyn Tokenizer) -> (Vec<u32>, usize, CacheSource) {
+        let source = self.reuse(req);
+        let text = req.prompt_text.as_bytes();
+        let rest_from = match (source, &self.live_alias) {
+            (CacheSource::None, _) => return (req.prompt_tokens.clone(), 0, source),
+            (CacheSource::MemoryToken, _) => {
+                return (req.prompt_tokens.clone(), self.live_tokens.len(), source)
+            }
+            (CacheSource::ThinkingVisible, Some((alias, _))) => alias.len(),
+            _ => self.live_text.len(),
+        };
+        let rest = std::str::from_utf8(&text[rest_from..]).unwrap_or_default();
+        let mut eff = self.live_tokens.clone();
+        eff.extend(tok.encode(rest));
+        (eff, self.live_tokens.len(), source)
+    }
+
+    /// Tokens a job would reuse from this slot.
+    fn reuse_hint(&self, req: &crate::GenRequest) -> usize {
+        match self.reuse(req) {
+            CacheSource::None => 0,
+            _ => self.live_tokens.len(),
         }
     }
 }
@@ -129,8 +129,8 @@ struct Active {
     /// `Some(greedy)` while generation continues.
     greedy: Option<bool>,
     cancel_seen_steps: Option<u64>,
-    /// The sampled token being evaluated this step, and the text length before it.
-    pending: Option<(u32, usize)>,
+    /// Text length before the token being evaluated this step.
+    text_before: usize,
 }
 
 /// What a step does with one active job.
@@ -337,7 +337,7 @@ impl Worker {
             finish: Finish::Length,
             greedy: None,
             cancel_seen_steps: None,
-            pending: None,
+            text_before: 0,
         };
         if a.pos == a.total && !self.start_generation(&mut a) {
             return;
@@ -428,7 +428,7 @@ impl Worker {
                 return None;
             }
         }
-        a.pending = Some((id, before));
+        a.text_before = before;
         Some(id)
     }
 
@@ -524,8 +524,7 @@ impl Worker {
                             a.logits = Some(l);
                             let slot = &mut self.slots[a.slot];
                             slot.live_tokens.push(id);
-                            let before = a.pending.take().map_or(a.text.len(), |p| p.1);
-                            slot.live_text.extend_from_slice(&a.text[before..]);
+                            slot.live_text.extend_from_slice(&a.text[a.text_before..]);
                             self.inner.stats.decode_steps.fetch_add(1, Ordering::SeqCst);
                             if was_gone {
                                 a.cancel_seen_steps = Some(a.cancel_seen_steps.unwrap_or(0) + 1);

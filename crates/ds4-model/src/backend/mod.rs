@@ -115,6 +115,30 @@ pub struct HashRoute<'a, B: Backend> {
     pub tokens: &'a B::Idx,
 }
 
+/// [`Backend::norm_rope`] as its separate ops (the default, and a fusing
+/// backend's fallback for shapes its kernel does not take).
+#[allow(clippy::too_many_arguments)]
+pub fn norm_rope_ops<B: Backend>(
+    be: &B,
+    x: &mut B::Buf,
+    heads: usize,
+    head_dim: usize,
+    w: Option<&B::Buf>,
+    eps: f32,
+    pos: RopePos<'_, '_, B>,
+    table: &B::Rope,
+    precise: bool,
+    kv_round: Option<usize>,
+) -> Result<()> {
+    be.rms_norm(x, head_dim, w, eps)?;
+    be.rope(x, heads, head_dim, pos, table, false, precise)?;
+    if let Some(nope) = kv_round {
+        be.fp8_sim(x, head_dim, nope)?;
+        be.f16_round(x)?;
+    }
+    Ok(())
+}
+
 /// Whole-op device interface.
 pub trait Backend: Send + Sync + Sized {
     /// f32 values.
@@ -253,13 +277,9 @@ pub trait Backend: Send + Sync + Sized {
         precise: bool,
         kv_round: Option<usize>,
     ) -> Result<()> {
-        self.rms_norm(x, head_dim, w, eps)?;
-        self.rope(x, heads, head_dim, pos, table, false, precise)?;
-        if let Some(nope) = kv_round {
-            self.fp8_sim(x, head_dim, nope)?;
-            self.f16_round(x)?;
-        }
-        Ok(())
+        norm_rope_ops(
+            self, x, heads, head_dim, w, eps, pos, table, precise, kv_round,
+        )
     }
     /// FP8 round trip of dims `0..nope` of every `width` row.
     fn fp8_sim(&self, x: &mut Self::Buf, width: usize, nope: usize) -> Result<()>;

@@ -132,6 +132,20 @@ fn rel_max(a: &[f32], b: &[f32]) -> f32 {
 }
 
 impl Cuda {
+    /// Device microseconds per call of `run(i)` over 200 calls, after 3
+    /// untimed ones.
+    fn time_us(&self, mut run: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+        for i in 0..3 {
+            run(i)?;
+        }
+        let n = 200;
+        let t = self.timer()?;
+        for i in 0..n {
+            run(i)?;
+        }
+        Ok(self.timer_ms(t)? * 1e3 / n as f64)
+    }
+
     /// One launch of the decode matvec for `c` on matrix `w`.
     fn bench_launch(&self, c: &Case, w: &CudaMat, ids: u64, x: &DevMem, y: &DevMem) -> Result<()> {
         if c.slots > 0 {
@@ -238,17 +252,10 @@ impl Cuda {
             );
             for (label, old) in [("old", true), ("new", false)] {
                 Cuda::set_matvec_old(old);
-                for i in 0..3 {
-                    self.bench_launch(c, &mats[i % copies], ids(i), &x.m, &y)?;
-                }
-                let n = 200;
-                let t = self.timer()?;
-                for i in 0..n {
-                    self.bench_launch(c, &mats[i % copies], ids(i), &x.m, &y)?;
-                }
-                let ms = self.timer_ms(t)?;
+                let us =
+                    self.time_us(|i| self.bench_launch(c, &mats[i % copies], ids(i), &x.m, &y));
                 Cuda::set_matvec_old(false);
-                let us = ms * 1e3 / n as f64;
+                let us = us?;
                 line += &format!(
                     " {label} {us:6.1} us {:5.0} GB/s |",
                     per_launch as f64 / us / 1e3
@@ -304,13 +311,7 @@ impl Cuda {
             ("swiglu + matvec", &two as &dyn Fn() -> Result<CudaBuf>),
             ("mvc_sw", &one),
         ] {
-            run()?;
-            let n = 200;
-            let t = self.timer()?;
-            for _ in 0..n {
-                run()?;
-            }
-            let us = self.timer_ms(t)? * 1e3 / n as f64;
+            let us = self.time_us(|_| run().map(drop))?;
             line += &format!(" {label} {us:6.1} us |");
         }
         println!("{line} bitwise equal: {same}");
@@ -356,13 +357,7 @@ impl Cuda {
             ("one by one", &one as &dyn Fn() -> Result<Vec<CudaBuf>>),
             ("matmul_many", &many),
         ] {
-            run()?;
-            let n = 200;
-            let t = self.timer()?;
-            for _ in 0..n {
-                run()?;
-            }
-            let us = self.timer_ms(t)? * 1e3 / n as f64;
+            let us = self.time_us(|_| run().map(drop))?;
             line += &format!(
                 " {label} {us:6.1} us {:5.0} GB/s |",
                 bytes as f64 / us / 1e3
@@ -414,15 +409,7 @@ impl Cuda {
             ),
             ("fused", &fused),
         ] {
-            for r in routings.iter().take(3) {
-                run(r)?;
-            }
-            let n = 200;
-            let t = self.timer()?;
-            for i in 0..n {
-                run(&routings[i % routings.len()])?;
-            }
-            let us = self.timer_ms(t)? * 1e3 / n as f64;
+            let us = self.time_us(|i| run(&routings[i % routings.len()]).map(drop))?;
             line += &format!(
                 " {label} {us:6.1} us {:5.0} GB/s |",
                 bytes as f64 / us / 1e3

@@ -14,9 +14,36 @@ const MVX_ROWS: usize = 2;
 /// shared memory their staged x row may take (the 48 KB default less the grid table).
 const MVS_ITERS: usize = 2;
 const MVS_SMEM_MAX: usize = 44 * 1024;
-/// Matrices per `mvm_R` launch and the size of its table (`MvTab` in matvec.cu).
+/// Matrices per `mvm_R` launch.
 const MVM_MAX: usize = 8;
-const MVM_TAB_BYTES: usize = 3 * 8 * MVM_MAX + 2 * 4 * MVM_MAX + 4 * (MVM_MAX + 1) + 4;
+
+/// The `mvm_R` kernels' by-value table, field for field `MvTab` in matvec.cu
+/// (the same C layout: 296 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct MvTab {
+    w: [u64; MVM_MAX],
+    y: [u64; MVM_MAX],
+    d_off: [i64; MVM_MAX],
+    fmt: [i32; MVM_MAX],
+    rows: [i32; MVM_MAX],
+    bstart: [i32; MVM_MAX + 1],
+    n: i32,
+}
+const _: () = assert!(std::mem::size_of::<MvTab>() == 296);
+
+impl MvTab {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: a repr(C) struct of integers without padding (296 = its
+        // fields' sizes), viewed as bytes for its lifetime.
+        unsafe {
+            std::slice::from_raw_parts(
+                self as *const MvTab as *const u8,
+                std::mem::size_of::<MvTab>(),
+            )
+        }
+    }
+}
 
 impl Cuda {
     /// y rows for `ntok` tokens (dense) or `slots` slots (mat_ids given).
@@ -36,19 +63,7 @@ impl Cuda {
     ) -> Result<()> {
         let scalar = !w.cols.is_multiple_of(32) || !x_stride.is_multiple_of(4);
         if mat_ids == 0 && !scalar && rows_per_group == 0 && w.rows < 512 && w.mats == 1 {
-            let mut a = Args::new();
-            a.i(w.fmt)
-                .p(w.m.ptr)
-                .l(w.d_off)
-                .i(w.rows as i32)
-                .i(w.cols as i32)
-                .p(x)
-                .l(x_stride as i64)
-                .i(ntok as i32)
-                .p(y)
-                .l(y_stride as i64)
-                .p(0);
-            return self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a);
+            return self.splitk(w, x, x_stride, ntok, y, y_stride, 0);
         }
         ensure!(
             slots <= 65535,
@@ -278,44 +293,23 @@ impl Cuda {
                 .into_iter()
                 .find(|&r| part.iter().all(|&i| fits(ws[i], r)) && nblocks(r) >= want)
                 .unwrap_or(1);
-            let mut tab = Vec::with_capacity(296);
-            let mut bstart = vec![0i32];
+            let mut tab = MvTab::default();
             let mut ys = Vec::with_capacity(part.len());
-            for &i in part {
-                ys.push(self.buf(ws[i].rows)?);
+            for (e, &i) in part.iter().enumerate() {
+                let y = self.buf(ws[i].rows)?;
+                tab.w[e] = ws[i].m.ptr;
+                tab.y[e] = y.m.ptr;
+                tab.d_off[e] = ws[i].d_off;
+                tab.fmt[e] = ws[i].fmt;
+                tab.rows[e] = ws[i].rows as i32;
+                tab.bstart[e + 1] = tab.bstart[e] + ws[i].rows.div_ceil(r).div_ceil(4) as i32;
+                ys.push(y);
             }
-            let pad = |v: &mut Vec<u8>, n: usize| v.resize(v.len() + n, 0);
-            for &i in part {
-                tab.extend_from_slice(&ws[i].m.ptr.to_le_bytes());
-            }
-            pad(&mut tab, 8 * (MVM_MAX - part.len()));
-            for y in &ys {
-                tab.extend_from_slice(&y.m.ptr.to_le_bytes());
-            }
-            pad(&mut tab, 8 * (MVM_MAX - part.len()));
-            for &i in part {
-                tab.extend_from_slice(&ws[i].d_off.to_le_bytes());
-            }
-            pad(&mut tab, 8 * (MVM_MAX - part.len()));
-            for &i in part {
-                tab.extend_from_slice(&ws[i].fmt.to_le_bytes());
-            }
-            pad(&mut tab, 4 * (MVM_MAX - part.len()));
-            for &i in part {
-                tab.extend_from_slice(&(ws[i].rows as i32).to_le_bytes());
-                let b = ws[i].rows.div_ceil(r).div_ceil(4) as i32;
-                bstart.push(bstart.last().copied().unwrap_or(0) + b);
-            }
-            pad(&mut tab, 4 * (MVM_MAX - part.len()));
-            let total = *bstart.last().unwrap_or(&0);
-            bstart.resize(MVM_MAX + 1, total);
-            for b in &bstart {
-                tab.extend_from_slice(&b.to_le_bytes());
-            }
-            tab.extend_from_slice(&(part.len() as i32).to_le_bytes());
-            debug_assert_eq!(tab.len(), MVM_TAB_BYTES);
+            let total = tab.bstart[part.len()];
+            tab.bstart[part.len()..].fill(total);
+            tab.n = part.len() as i32;
             let mut a = Args::new();
-            a.blob(&tab).i(cols as i32).p(x.m.ptr);
+            a.blob(tab.bytes()).i(cols as i32).p(x.m.ptr);
             let name = match r {
                 8 => "mvm_8",
                 4 => "mvm_4",
@@ -378,20 +372,36 @@ impl Cuda {
         }
         let y = self.buf(rows * w.rows)?;
         let ss = self.buf(2 * rows)?;
+        self.splitk(w, x.m.ptr, w.cols, rows, y.m.ptr, w.rows, ss.m.ptr)?;
+        Ok(Some((y, ss)))
+    }
+
+    /// The split-K kernel (one block per output row) for `ntok` tokens; with
+    /// `ss` non-null it also writes each token's sum of x² (f64).
+    #[allow(clippy::too_many_arguments)]
+    fn splitk(
+        &self,
+        w: &CudaMat,
+        x: CUdeviceptr,
+        x_stride: usize,
+        ntok: usize,
+        y: CUdeviceptr,
+        y_stride: usize,
+        ss: CUdeviceptr,
+    ) -> Result<()> {
         let mut a = Args::new();
         a.i(w.fmt)
             .p(w.m.ptr)
             .l(w.d_off)
             .i(w.rows as i32)
             .i(w.cols as i32)
-            .p(x.m.ptr)
-            .l(w.cols as i64)
-            .i(rows as i32)
-            .p(y.m.ptr)
-            .l(w.rows as i64)
-            .p(ss.m.ptr);
-        self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a)?;
-        Ok(Some((y, ss)))
+            .p(x)
+            .l(x_stride as i64)
+            .i(ntok as i32)
+            .p(y)
+            .l(y_stride as i64)
+            .p(ss);
+        self.launch("matvec_splitk", (w.rows as u32, 1, 1), 256, 0, &mut a)
     }
 
     /// `down · SwiGLU(g, u)` of one token in one launch (`mvc_sw_R`, the

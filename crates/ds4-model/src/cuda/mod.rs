@@ -78,7 +78,6 @@ pub const KERNELS: &[&str] = &[
     "idx_scores",
     "idx_topk",
     "attention512_split",
-    "attention_combine",
     "attention_any",
     "attention512_h8",
     "dequant_f16",

@@ -3,6 +3,22 @@
 
 use super::*;
 
+/// The RoPE kernels' position arguments `(device positions, start, step)`
+/// for `rows` rows.
+fn rope_pos_args(pos: RopePos<'_, '_, Cuda>, rows: usize) -> Result<(u64, usize, usize)> {
+    Ok(match pos {
+        RopePos::Tokens(p) => {
+            ensure!(
+                p.host.len() == rows,
+                "RoPE: {} positions for {rows} rows",
+                p.host.len()
+            );
+            (p.dev.m.ptr, 0, 0)
+        }
+        RopePos::Arith { start, step } => (0, start, step),
+    })
+}
+
 impl Cuda {
     pub(super) fn rms_norm_op(
         &self,
@@ -33,17 +49,7 @@ impl Cuda {
         precise: bool,
     ) -> Result<()> {
         let rows = x.n / (heads * head_dim).max(1);
-        let (dpos, start, step) = match pos {
-            RopePos::Tokens(p) => {
-                ensure!(
-                    p.host.len() == rows,
-                    "RoPE: {} positions for {rows} rows",
-                    p.host.len()
-                );
-                (p.dev.m.ptr, 0, 0)
-            }
-            RopePos::Arith { start, step } => (0, start, step),
-        };
+        let (dpos, start, step) = rope_pos_args(pos, rows)?;
         let mut a = Args::new();
         a.p(x.m.ptr)
             .i(rows as i32)
@@ -86,27 +92,18 @@ impl Cuda {
             && 2 * table.npairs <= head_dim
             && kv_round.is_none_or(|n| n.is_multiple_of(64) && n <= head_dim);
         if !fused {
-            self.rms_norm(x, head_dim, w, eps)?;
-            self.rope(x, heads, head_dim, pos, table, false, precise)?;
-            if let Some(nope) = kv_round {
-                self.fp8_sim(x, head_dim, nope)?;
-                self.f16_round(x)?;
-            }
-            return Ok(());
+            let ops = crate::backend::norm_rope_ops;
+            return ops(
+                self, x, heads, head_dim, w, eps, pos, table, precise, kv_round,
+            );
         }
         let nheads = x.n / head_dim;
         let rows = nheads / heads.max(1);
-        let (dpos, start, step) = match pos {
-            RopePos::Tokens(p) => {
-                ensure!(
-                    p.host.len() == rows && rows * heads == nheads,
-                    "RoPE: {} positions for {rows} rows",
-                    p.host.len()
-                );
-                (p.dev.m.ptr, 0, 0)
-            }
-            RopePos::Arith { start, step } => (0, start, step),
-        };
+        ensure!(
+            rows * heads == nheads,
+            "norm_rope: {nheads} heads in rows of {heads}"
+        );
+        let (dpos, start, step) = rope_pos_args(pos, rows)?;
         let mut a = Args::new();
         a.p(x.m.ptr)
             .i(nheads as i32)

@@ -181,7 +181,10 @@ impl Cuda {
         };
         let mut a = args(out.m.ptr);
         let any = ATT_ANY.load(std::sync::atomic::Ordering::Relaxed);
-        if hd == 512 && seq.n >= 16 && !any {
+        // the split decode kernel merges in its last block, one zeroed counter per
+        // (token, 8-head group); a batch past the counters takes the prefill kernel
+        let split_fits = seq.n * heads.div_ceil(8) <= ATT_COUNTERS;
+        if hd == 512 && (seq.n >= 16 || !split_fits) && !any {
             a.p(sinks.m.ptr).f(scale);
             let g = heads.div_ceil(8) as u32;
             self.launch("attention512_h8", (seq.n as u32, g, 1), 256, 0, &mut a)
@@ -203,26 +206,9 @@ impl Cuda {
                 .i(ch as i32)
                 .i(nch as i32)
                 .i(seq.n as i32);
-            // the kernel's last block per (token, head group) merges the chunks
-            // while the counters suffice, else attention_combine does
-            let groups = seq.n * heads.div_ceil(8);
-            let merge = groups <= ATT_COUNTERS;
-            a.p(out.m.ptr)
-                .p(if merge { self.att_counters.ptr } else { 0 });
+            a.p(out.m.ptr).p(self.att_counters.ptr);
             let g = (nch as u32, seq.n as u32, heads.div_ceil(8) as u32);
-            self.launch("attention512_split", g, 256, 0, &mut a)?;
-            if merge {
-                return Ok(());
-            }
-            let mut c = Args::new();
-            c.p(out.m.ptr)
-                .p(part.m.ptr)
-                .i(seq.row0 as i32)
-                .i(heads as i32)
-                .i(nch as i32)
-                .i(seq.n as i32);
-            let g = (seq.n as u32, heads as u32, 1);
-            self.launch("attention_combine", g, 128, 0, &mut c)
+            self.launch("attention512_split", g, 256, 0, &mut a)
         } else {
             ensure!(hd <= 1024, "head dim {hd}");
             a.i(hd as i32).p(sinks.m.ptr).f(scale);

@@ -256,8 +256,9 @@ __device__ __forceinline__ bool att_row(int j, int nr, long long lo, long long p
 // together), then warp w = head 8*blockIdx.z + w runs its online softmax over
 // them in row order. Chunk 0 starts from the sink. Writes the chunk's
 // unnormalised (m, l, o) to part: o at ((i*heads + h)*nch + c)*512, then m and
-// l after all o. With counters (zeroed, one per token and head group), the
-// last block to finish merges the chunks into out; else `attention_combine` does.
+// l after all o. The last block of each (token, head group) to finish merges
+// the chunks into out (counters: zeroed, one per token and head group; the
+// merging block resets its own).
 #define ATT_STAGE 16
 extern "C" __global__ void __launch_bounds__(256) attention512_split(
     float* part, const float* q, const float* kv, const void* raw, int raw_half, int window,
@@ -354,9 +355,8 @@ extern "C" __global__ void __launch_bounds__(256) attention512_split(
             part[total * hd + total + slot] = l;
         }
     }
-    if (!counters) return;
-    // the last block of (token i, head group) to finish merges the chunks
-    // (attention_combine's arithmetic, chunks in order) and resets its counter
+    // the last block of (token i, head group) to finish merges the chunks in
+    // order and resets its counter
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -395,32 +395,6 @@ extern "C" __global__ void __launch_bounds__(256) attention512_split(
     for (int q4 = 0; q4 < 4; q4++)
         *(float4*)(oh + q4 * 128 + lane * 4) = make_float4(acc[4 * q4] / L, acc[4 * q4 + 1] / L,
                                                           acc[4 * q4 + 2] / L, acc[4 * q4 + 3] / L);
-}
-
-// Merge of attention512_split's chunks: block = (token i, head h), 128 threads x 4 dims.
-extern "C" __global__ void attention_combine(float* out, const float* part, int row0,
-                                             int heads, int nch, int n) {
-    const int hd = 512;
-    int i = blockIdx.x, h = blockIdx.y;
-    long long total = (long long)n * heads * nch;
-    long long s0 = ((long long)i * heads + h) * nch;
-    const float* pm = part + total * hd + s0;
-    const float* pl = part + total * hd + total + s0;
-    float M = -INFINITY;
-#pragma unroll 8
-    for (int c = 0; c < nch; c++) M = fmaxf(M, pm[c]);
-    float L = 0.f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-    for (int c = 0; c < nch; c++) {
-        if (pm[c] == -INFINITY) continue;
-        float f = expf(pm[c] - M);
-        L += pl[c] * f;
-        float4 v = *(const float4*)(part + (s0 + c) * hd + threadIdx.x * 4);
-        acc.x += v.x * f; acc.y += v.y * f; acc.z += v.z * f; acc.w += v.w * f;
-    }
-    float* oh = out + ((long long)(row0 + i) * heads + h) * hd;
-    *(float4*)(oh + threadIdx.x * 4) = make_float4(acc.x / L, acc.y / L, acc.z / L, acc.w / L);
 }
 
 // Prefill form: block = (token, 8 heads), warp w = head 8*blockIdx.y + w over

@@ -675,9 +675,6 @@ __device__ __forceinline__ void mvs_stage(const float* __restrict__ xr, int cols
     }
     __syncthreads();
 }
-__device__ __forceinline__ long long mvs_row_bytes(int fmt, int cols) {
-    return (long long)(cols / 256) * (fmt == FMT_IQ2_XXS ? 66 : 84);
-}
 
 extern "C" __global__ void __launch_bounds__(128) mvs_gate_up(
     int fmt, const u8* __restrict__ Wg, const u8* __restrict__ Wu, long long mat_bytes,
@@ -687,7 +684,7 @@ extern "C" __global__ void __launch_bounds__(128) mvs_gate_up(
     __shared__ u64 grid[256], smask[128];
     int s = blockIdx.y;
     mvs_stage(x + (long long)(s / k) * cols, cols, xs, fmt, grid, smask);
-    long long off = (long long)mat_ids[s] * mat_bytes, rb = mvs_row_bytes(fmt, cols);
+    long long off = (long long)mat_ids[s] * mat_bytes, rb = row_bytes_dev(fmt, cols);
     float wt = wts ? wts[s] : 1.f;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     for (int it = 0; it < iters; it++) {
