@@ -185,6 +185,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The router served while the model loads, so the port is taken (and a clash reported) before
+/// a load that can take minutes. Until `ready` holds the application router every route answers
+/// 503: `/health` with `{"status":"loading"}`, the rest with an `unavailable_error`. Afterwards
+/// every request goes to the application router.
+pub fn loading_gate(ready: Arc<std::sync::OnceLock<Router>>, cors: bool) -> Router {
+    use tower::ServiceExt as _;
+    Router::new().fallback(move |req: axum::extract::Request| {
+        let ready = ready.clone();
+        async move {
+            if let Some(app) = ready.get() {
+                return app.clone().oneshot(req).await.into_response();
+            }
+            let body = if req.uri().path() == "/health" {
+                J::obj().with("status", "loading").with("model", MODEL_ID)
+            } else {
+                J::obj().with(
+                    "error",
+                    J::obj()
+                        .with(
+                            "message",
+                            "The model is still loading; retry when /health says ok.",
+                        )
+                        .with("type", "unavailable_error")
+                        .with("code", 503u64),
+                )
+            };
+            let mut r = error::json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_json(), cors);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+    })
+}
+
 async fn cors_layer(
     State(st): State<Arc<AppState>>,
     req: axum::extract::Request,
@@ -534,6 +568,54 @@ pub fn remember_tools(st: &AppState, blocks: &[(Vec<String>, String)]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use axum::http::StatusCode;
+    use tower::ServiceExt as _;
+
+    async fn call(r: &axum::Router, method: &str, path: &str) -> (StatusCode, String, bool) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = r.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let retry = resp.headers().contains_key("retry-after");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap(), retry)
+    }
+
+    #[tokio::test]
+    async fn loading_gate_answers_503_until_the_app_is_ready_then_forwards() {
+        let ready = Arc::new(OnceLock::new());
+        let gate = super::loading_gate(ready.clone(), false);
+        let (s, b, retry) = call(&gate, "GET", "/health").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry);
+        assert_eq!(b, r#"{"status":"loading","model":"deepseek-v4-flash"}"#);
+        let (s, b, _) = call(&gate, "POST", "/v1/chat/completions").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(b.contains(r#""type":"unavailable_error""#), "{b}");
+        let app = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "up" }))
+            .route("/v1/x", axum::routing::post(|| async { "posted" }));
+        assert!(ready.set(app).is_ok());
+        assert_eq!(
+            call(&gate, "GET", "/health").await,
+            (StatusCode::OK, "up".into(), false)
+        );
+        assert_eq!(call(&gate, "POST", "/v1/x").await.1, "posted");
+        // The app's own 404 / 405 come through unchanged.
+        assert_eq!(call(&gate, "GET", "/nope").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            call(&gate, "GET", "/v1/x").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
     #[test]
     fn log_stamp_matches_python_utc_strftime() {
         // python3: datetime.fromtimestamp(t, timezone.utc).strftime('%m%d %H:%M:%S ')

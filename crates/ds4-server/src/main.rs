@@ -2,14 +2,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
 
 use ds4_engine::ds4::{demo, load, BackendChoice, Ds4Tokenizer, LoadOptions};
 use ds4_engine::{Engine, EngineConfig, Model};
-use ds4_server::{router, AppState, ServerConfig, ALIAS_TARGETS};
+use ds4_server::{loading_gate, router, AppState, ServerConfig, ALIAS_TARGETS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -134,6 +134,42 @@ fn run(args: Args) -> Result<(), String> {
     if backend_choice(&args) == BackendChoice::Cuda {
         ds4_engine::ds4::require_cuda().map_err(|e| e.to_string())?;
     }
+    // Take the port first: a clash is reported now, not after a load of minutes, and
+    // meanwhile every route answers 503 with /health saying "loading".
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let addr = SocketAddr::new(ip, args.port);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    log!("ds4-server: listening on http://{bound} (loading the model)");
+    let ready: Arc<OnceLock<axum::Router>> = Arc::new(OnceLock::new());
+    let live: Arc<OnceLock<Engine>> = Arc::new(OnceLock::new());
+    let gate = loading_gate(ready.clone(), args.cors);
+    let live_sd = live.clone();
+    let server = rt.spawn(async move {
+        let shutdown = async move {
+            wait_signal().await;
+            let Some(eng) = live_sd.get().cloned() else {
+                log!("ds4-server: signal while loading the model, exiting");
+                std::process::exit(130);
+            };
+            log!("ds4-server: shutting down (a second signal exits at once)");
+            tokio::spawn(async {
+                wait_signal().await;
+                std::process::exit(130);
+            });
+            // Fail queued jobs and stop the running one; responses finish with `error`.
+            let _ = tokio::task::spawn_blocking(move || eng.shutdown()).await;
+        };
+        axum::serve(listener, gate)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| format!("server error: {e}"))
+    });
     let tokenizer = Arc::new(Ds4Tokenizer::embedded());
     let (model, demo): (Box<dyn Model>, bool) = match &args.model {
         Some(p) => (
@@ -208,33 +244,11 @@ fn run(args: Args) -> Result<(), String> {
     };
     let state = AppState::new(engine.clone(), cfg).map_err(|e| format!("--trace: {e}"))?;
     let app = router(state);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    let addr = SocketAddr::new(ip, args.port);
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let bound = listener.local_addr().unwrap_or(addr);
-        log!("ds4-server: listening on http://{bound}");
-        let eng = engine.clone();
-        let shutdown = async move {
-            wait_signal().await;
-            log!("ds4-server: shutting down (a second signal exits at once)");
-            tokio::spawn(async {
-                wait_signal().await;
-                std::process::exit(130);
-            });
-            // Fail queued jobs and stop the running one; responses finish with `error`.
-            let _ = tokio::task::spawn_blocking(move || eng.shutdown()).await;
-        };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| format!("server error: {e}"))
-    })?;
+    let _ = live.set(engine);
+    let _ = ready.set(app);
+    log!("ds4-server: ready on http://{bound}");
+    rt.block_on(server)
+        .map_err(|e| format!("server task: {e}"))??;
     Ok(())
 }
 

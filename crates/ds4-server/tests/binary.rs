@@ -82,6 +82,31 @@ fn bad_flags_exit_with_status_2() {
 }
 
 #[test]
+fn a_taken_port_is_reported_before_the_model_loads() {
+    let b = bin::spawn(&["--ctx", "4096"]);
+    // The log says the port is bound while loading, then ready.
+    let log = b.log.join("");
+    let listening = log.find("(loading the model)").expect(&log);
+    assert!(
+        listening < log.find("built the demo model").expect(&log),
+        "{log}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ds4-server"))
+        .args(["--port", &b.addr.port().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{}", b.addr.port())),
+        "{err}"
+    );
+    // The clash ends the second server before it builds any model.
+    assert!(!err.contains("built the demo model"), "{err}");
+    assert_eq!(b.terminate(), Some(0));
+}
+
+#[test]
 fn sigterm_ends_an_in_flight_stream_with_finish_error() {
     use std::io::{BufRead, Read};
     let b = bin::spawn(&["--ctx", "4096"]);

@@ -12,7 +12,8 @@ pub struct Bin {
     pub log: Vec<String>,
 }
 
-/// Start the binary with `args` (plus `--port 0`) and wait for its listening line.
+/// Start the binary with `args` (plus `--port 0`) and wait for its ready line (the port is
+/// bound before the model loads; `ready` comes once requests are served).
 pub fn spawn(args: &[&str]) -> Bin {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ds4-server"))
         .args(args)
@@ -31,7 +32,7 @@ pub fn spawn(args: &[&str]) -> Bin {
             panic!("ds4-server exited before listening:\n{}", log.join(""));
         }
         log.push(line.clone());
-        if let Some(a) = line.trim().split("listening on http://").nth(1) {
+        if let Some(a) = line.trim().split("ready on http://").nth(1) {
             break a.parse::<SocketAddr>().unwrap();
         }
     };
