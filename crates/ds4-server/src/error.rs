@@ -16,6 +16,10 @@ pub enum ApiKind {
     Other,
 }
 
+/// Why a request was refused, carried from the error response to the request log.
+#[derive(Debug, Clone)]
+pub struct RejectReason(pub String);
+
 /// An error response.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -156,6 +160,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = self.body().to_json();
         body.push('\n');
-        json_response(self.status, body, self.cors)
+        let mut r = json_response(self.status, body, self.cors);
+        r.extensions_mut().insert(RejectReason(self.message));
+        r
     }
 }

@@ -228,7 +228,22 @@ async fn cors_layer(
         // OPTIONS on any path: 204, no body (CORS preflight).
         StatusCode::NO_CONTENT.into_response()
     } else {
-        next.run(req).await
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let r = next.run(req).await;
+        if st.cfg.log_requests && (r.status().is_client_error() || r.status().is_server_error()) {
+            // One line per refused request: status, route, reason.
+            let reason = r
+                .extensions()
+                .get::<error::RejectReason>()
+                .map(|e| e.0.as_str())
+                .unwrap_or_else(|| r.status().canonical_reason().unwrap_or("error"));
+            log_line(&format!(
+                "request rejected: {} {method} {path}: {}",
+                r.status().as_u16(),
+                reason.replace('\n', "\\n").replace('\r', "\\r")
+            ));
+        }
+        r
     };
     if st.cfg.cors {
         add_cors(r.headers_mut());

@@ -107,6 +107,33 @@ fn a_taken_port_is_reported_before_the_model_loads() {
 }
 
 #[test]
+fn every_refused_request_gets_one_log_line_with_status_route_and_reason() {
+    let b = bin::spawn(&["--ctx", "4096"]);
+    let r = post(
+        b.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","temperature":500,"messages":[{"role":"user","content":"x"}]}),
+    );
+    assert_eq!(r.status, 400);
+    let line = b
+        .wait_log("request rejected: 400 POST /v1/chat/completions: ")
+        .expect("a log line for the 400");
+    // The reason is the error message the client got.
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(line.trim_end().ends_with(&msg), "{line} / {msg}");
+    assert_eq!(get(b.addr, "/v2/nothing").status, 404);
+    assert!(b
+        .wait_log("request rejected: 404 GET /v2/nothing: ")
+        .is_some());
+    // A served request is not logged as rejected.
+    let before = b.later.lock().unwrap().len();
+    assert_eq!(get(b.addr, "/health").status, 200);
+    let after = b.later.lock().unwrap()[before..].concat();
+    assert!(!after.contains("rejected"), "{after}");
+    assert_eq!(b.terminate(), Some(0));
+}
+
+#[test]
 fn sigterm_ends_an_in_flight_stream_with_finish_error() {
     use std::io::{BufRead, Read};
     let b = bin::spawn(&["--ctx", "4096"]);

@@ -5,11 +5,14 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 pub struct Bin {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Vec<String>,
+    /// stderr lines after the ready line, as they come.
+    pub later: Arc<Mutex<Vec<String>>>,
 }
 
 /// Start the binary with `args` (plus `--port 0`) and wait for its ready line (the port is
@@ -36,14 +39,22 @@ pub fn spawn(args: &[&str]) -> Bin {
             break a.parse::<SocketAddr>().unwrap();
         }
     };
-    // Keep draining stderr so the child never blocks on a full pipe.
+    // Keep draining stderr so the child never blocks on a full pipe; the lines
+    // after the ready line stay readable through `later`.
+    let later = Arc::new(Mutex::new(Vec::new()));
+    let sink = later.clone();
     std::thread::spawn(move || {
-        let mut sink = String::new();
-        while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
+        let mut line = String::new();
+        while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            sink.lock().unwrap().push(std::mem::take(&mut line));
         }
     });
-    Bin { child, addr, log }
+    Bin {
+        child,
+        addr,
+        log,
+        later,
+    }
 }
 
 impl Bin {
@@ -58,6 +69,23 @@ impl Bin {
 }
 
 impl Bin {
+    /// Wait (up to 20 s) for a later stderr line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> Option<String> {
+        for _ in 0..400 {
+            if let Some(l) = self
+                .later
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Some(l.clone());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Wait for the process to exit on its own; returns the exit status code.
     pub fn wait(mut self) -> Option<i32> {
         self.child.wait().ok().and_then(|s| s.code())
