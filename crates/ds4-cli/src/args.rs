@@ -8,6 +8,10 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 /// Default system text of the CLI (no trailing period, as in ds4.c).
 pub const DEFAULT_SYSTEM: &str = "You are a helpful assistant";
+/// `-n` when not given (ds4's default).
+pub const DEFAULT_TOKENS: u64 = 50000;
+/// `-n` when not given on the embedded demo model: its output is noise, so a session ends soon.
+pub const DEMO_TOKENS: u64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendName {
@@ -106,10 +110,10 @@ pub struct Cli {
     #[arg(long = "system", value_name = "TEXT", default_value = DEFAULT_SYSTEM)]
     pub system: String,
 
-    /// Maximum generated tokens (clamped to the context).
-    #[arg(short = 'n', long = "tokens", value_name = "N", default_value_t = 50000,
+    /// Maximum generated tokens (clamped to the context) [default: 50000; 64 on the demo model].
+    #[arg(short = 'n', long = "tokens", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
-    pub tokens: u64,
+    pub tokens: Option<u64>,
 
     /// Temperature in [0, 100]; 0 = greedy.
     #[arg(long = "temp", value_name = "F", default_value_t = 1.0, value_parser = parse_temp)]
@@ -193,6 +197,12 @@ pub enum ThinkFlag {
 }
 
 impl Cli {
+    /// The generation cap: `-n`, else the default for the model in use.
+    pub fn max_tokens(&self, demo: bool) -> u64 {
+        self.tokens
+            .unwrap_or(if demo { DEMO_TOKENS } else { DEFAULT_TOKENS })
+    }
+
     pub fn think_flag(&self) -> ThinkFlag {
         if self.nothink {
             ThinkFlag::Off
@@ -276,7 +286,8 @@ mod tests {
     fn defaults_match_ds4() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.ctx, 32768);
-        assert_eq!(c.tokens, 50000);
+        assert_eq!(c.max_tokens(false), 50000);
+        assert_eq!(c.max_tokens(true), DEMO_TOKENS);
         assert_eq!(c.temp, 1.0);
         assert_eq!(c.top_p, 1.0);
         assert_eq!(c.top_k, 0);
@@ -305,7 +316,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.system, "S");
-        assert_eq!((c.tokens, c.ctx, c.threads), (7, 99, Some(3)));
+        assert_eq!((c.tokens, c.ctx, c.threads), (Some(7), 99, Some(3)));
+        assert_eq!((c.max_tokens(false), c.max_tokens(true)), (7, 7));
         assert_eq!(c.think_flag(), ThinkFlag::Off);
         let c = parse(&["--nothink", "--think-max"]).unwrap();
         assert_eq!(c.think_flag(), ThinkFlag::Max);

@@ -362,6 +362,12 @@ fn run(cli: Cli) -> Result<(), Exit> {
         }
         ModelChoice::Demo => {
             eprintln!("{DEMO_NOTICE}");
+            if cli.tokens.is_none() {
+                eprintln!(
+                    "ds4: On the demo model each answer stops after {} tokens (-n N to change).",
+                    args::DEMO_TOKENS
+                );
+            }
             gen::load_demo().map_err(runtime)?
         }
     };
@@ -370,6 +376,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
         return print_summary(&loaded).map_err(runtime);
     }
 
+    let n_tokens = cli.max_tokens(loaded.is_demo) as usize;
     let mode = think_mode(&cli);
     let params = SamplingParams {
         temperature: cli.temp,
@@ -383,8 +390,8 @@ fn run(cli: Cli) -> Result<(), Exit> {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading {}", f.display()))
             .map_err(runtime)?;
-        let r = dump::perplexity(loaded.model.as_ref(), tok, &text, ctx, cli.tokens as usize)
-            .map_err(runtime)?;
+        let r =
+            dump::perplexity(loaded.model.as_ref(), tok, &text, ctx, n_tokens).map_err(runtime)?;
         println!("{}", r.line());
         return Ok(());
     }
@@ -401,7 +408,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             tok,
             &ids,
             ctx,
-            cli.tokens as usize,
+            n_tokens,
             cli.logprobs_top_k as usize,
             out,
         )
@@ -411,14 +418,14 @@ fn run(cli: Cli) -> Result<(), Exit> {
     }
 
     match prompt {
-        Some(p) => one_shot(&cli, &loaded, &p, mode, params),
+        Some(p) => one_shot(&cli, &loaded, &p, mode, params, n_tokens),
         None => repl::run(
             loaded,
             repl::ReplConfig {
                 system: cli.system.clone(),
                 mode,
                 ctx,
-                max_tokens: cli.tokens as usize,
+                max_tokens: n_tokens,
                 params,
                 history: repl::default_history(),
             },
@@ -433,6 +440,7 @@ fn one_shot(
     prompt: &str,
     mode: ThinkMode,
     params: SamplingParams,
+    n_tokens: usize,
 ) -> Result<(), Exit> {
     let tok = Tokenizer::shared_v4();
     let ctx = cli.ctx as usize;
@@ -443,7 +451,7 @@ fn one_shot(
             n_ctx: ctx,
         }));
     }
-    let max_tokens = (cli.tokens as usize).min(ctx - ids.len() - 1);
+    let max_tokens = n_tokens.min(ctx - ids.len() - 1);
     let engine = gen::start_engine(loaded, ctx).map_err(runtime)?;
     let stdout = std::io::stdout();
     let color = stdout.is_terminal();

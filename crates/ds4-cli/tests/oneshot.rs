@@ -429,6 +429,34 @@ fn memory_check_counts_a_tmpfs_model_as_already_in_memory() {
 }
 
 #[test]
+fn a_demo_answer_ends_after_64_tokens_unless_n_is_given() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["-p", "hi", "--temp", "0"];
+        args.extend_from_slice(extra);
+        let out = run_ok(ds4(home.path()).args(&args));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (plain, err) = run(&[]);
+    assert!(
+        err.contains("each answer stops after 64 tokens (-n N to change)"),
+        "{err}"
+    );
+    // Greedy: the default stops exactly where -n 64 does, and -n 200 goes on.
+    let (n64, err64) = run(&["-n", "64"]);
+    assert_eq!(plain, n64);
+    assert!(!err64.contains("stops after"), "{err64}");
+    let (n200, _) = run(&["-n", "200"]);
+    assert!(
+        n200.len() > n64.len() && n200.starts_with(n64.trim_end()),
+        "{n64:?} / {n200:?}"
+    );
+}
+
+#[test]
 fn default_model_is_ds4flash_link_else_demo() {
     let home = tempfile::tempdir().unwrap();
     // No -m and no ./ds4flash.gguf: the demo model, announced.
