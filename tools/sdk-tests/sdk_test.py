@@ -291,6 +291,7 @@ def openai_responses_stream(oa, an):
                 deltas += ev.delta
         final = s.get_final_response()
     eq(types[0], "response.created", "first event")
+    eq(types[1], "response.in_progress", "second event")
     eq(types[-1], "response.completed", "last event")
     eq(deltas, "Checking.", "text deltas")
     eq(final.output_text, "Checking.", "final output_text")

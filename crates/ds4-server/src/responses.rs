@@ -462,7 +462,17 @@ impl Projector for ResponsesStream {
             .with("status", "in_progress")
             .with("model", self.model.as_str())
             .with("output", J::Arr(vec![]));
-        self.emit("response.created", J::obj().with("response", r), &mut out);
+        // The official lifecycle: created, then in_progress, both with the empty response.
+        self.emit(
+            "response.created",
+            J::obj().with("response", r.clone()),
+            &mut out,
+        );
+        self.emit(
+            "response.in_progress",
+            J::obj().with("response", r),
+            &mut out,
+        );
         out
     }
 

@@ -447,6 +447,9 @@ fn responses_non_streaming_and_streaming() {
     }
     let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types[0], "response.created");
+    assert_eq!(types[1], "response.in_progress");
+    assert_eq!(ev[1]["response"]["status"], "in_progress");
+    assert_eq!(ev[1]["response"]["id"], ev[0]["response"]["id"]);
     assert_eq!(*types.last().unwrap(), "response.completed");
     let pos = |t: &str| {
         types
