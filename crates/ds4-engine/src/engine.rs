@@ -73,6 +73,9 @@ pub struct Usage {
     pub cached_tokens: usize,
     /// Generated tokens, excluding a final EOS.
     pub completion_tokens: usize,
+    /// Of those, the reasoning: when the prompt ends with the think-start token, the tokens
+    /// up to and including the generated think-end token (all of them if it never came).
+    pub reasoning_tokens: usize,
 }
 
 impl Usage {

@@ -105,6 +105,10 @@ impl Slot {
 }
 
 /// A job's state between steps.
+/// The think block's delimiters as token bytes (special tokens give their literal text).
+const THINK_START: &[u8] = b"<think>";
+const THINK_END: &[u8] = b"</think>";
+
 struct Active {
     job: Job,
     slot: usize,
@@ -131,6 +135,8 @@ struct Active {
     cancel_seen_steps: Option<u64>,
     /// Text length before the token being evaluated this step.
     text_before: usize,
+    /// Generated tokens are still reasoning (the prompt opened a think block not yet closed).
+    reasoning: bool,
 }
 
 /// What a step does with one active job.
@@ -312,6 +318,9 @@ impl Worker {
         let stops = StopList::new(&job.req.stop);
         let max_gen = job.req.max_tokens.min(ctx - total);
         let control = job.req.control.take();
+        let reasoning = eff
+            .last()
+            .is_some_and(|&t| self.tokenizer.token_bytes(t) == THINK_START);
         let mut a = Active {
             job,
             slot: si,
@@ -327,7 +336,9 @@ impl Worker {
                 prompt_tokens: total,
                 cached_tokens: cached,
                 completion_tokens: 0,
+                reasoning_tokens: 0,
             },
+            reasoning,
             rng: Rng::new(seed),
             stops,
             max_gen,
@@ -419,7 +430,12 @@ impl Worker {
             return None;
         }
         let before = a.text.len();
-        a.text.extend_from_slice(&self.tokenizer.token_bytes(id));
+        let bytes = self.tokenizer.token_bytes(id);
+        if a.reasoning {
+            a.usage.reasoning_tokens += 1;
+            a.reasoning = bytes != THINK_END;
+        }
+        a.text.extend_from_slice(&bytes);
         a.usage.completion_tokens += 1;
         if !a.stops.is_empty() {
             if let Some((at, seq)) = a.stops.find(&a.text, before) {

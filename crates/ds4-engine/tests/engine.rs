@@ -93,7 +93,8 @@ fn echo_generation_and_eos() {
         Usage {
             prompt_tokens: p,
             cached_tokens: 0,
-            completion_tokens: 13
+            completion_tokens: 13,
+            reasoning_tokens: 0,
         }
     );
     assert!(matches!(

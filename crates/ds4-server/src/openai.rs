@@ -101,6 +101,10 @@ pub fn usage_openai(u: &Usage) -> J {
                 .with("cached_tokens", u.cached_tokens)
                 .with("cache_write_tokens", u.cache_write_tokens()),
         )
+        .with(
+            "completion_tokens_details",
+            J::obj().with("reasoning_tokens", u.reasoning_tokens),
+        )
 }
 
 /// `event: error` frame of the OpenAI-style APIs.

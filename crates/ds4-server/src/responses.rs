@@ -32,7 +32,7 @@ pub fn usage_responses(u: &Usage) -> J {
         .with("output_tokens", u.completion_tokens)
         .with(
             "output_tokens_details",
-            J::obj().with("reasoning_tokens", 0i64),
+            J::obj().with("reasoning_tokens", u.reasoning_tokens),
         )
         .with("total_tokens", u.prompt_tokens + u.completion_tokens)
 }

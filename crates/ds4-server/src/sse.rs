@@ -77,6 +77,7 @@ impl StreamState {
                     prompt_tokens,
                     cached_tokens,
                     completion_tokens: 0,
+                    reasoning_tokens: 0,
                 };
                 let u = self.outcome.usage;
                 self.queue.extend(self.proj.start(&u));
@@ -208,6 +209,7 @@ pub async fn collect(
                     prompt_tokens,
                     cached_tokens,
                     completion_tokens: 0,
+                    reasoning_tokens: 0,
                 };
             }
             Event::Text(t) => o.text.push_str(&t),

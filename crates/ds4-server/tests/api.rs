@@ -436,7 +436,14 @@ fn responses_non_streaming_and_streaming() {
     assert_eq!(out[2]["name"], "get_weather");
     assert!(out[2]["call_id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(out[2]["arguments"], r#"{"city":"Paris","days":3}"#);
-    assert_eq!(j["usage"]["output_tokens_details"]["reasoning_tokens"], 0);
+    // Reasoning: the generated "Plan." and the think-end token, a part of the output.
+    let reasoning =
+        ds4_engine::Tokenizer::encode(&ds4_engine::testing::TestTokenizer, "Plan.</think>").len();
+    assert_eq!(
+        j["usage"]["output_tokens_details"]["reasoning_tokens"],
+        reasoning
+    );
+    assert!(j["usage"]["output_tokens"].as_u64().unwrap() > reasoning as u64);
 
     let mut sb = body.clone();
     sb["stream"] = json!(true);
