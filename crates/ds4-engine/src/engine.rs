@@ -26,6 +26,9 @@ pub struct EngineConfig {
     /// multiples of it, shared by the waiting prompts oldest first), so that
     /// prompts joining the batch do not stall the others' tokens.
     pub batch_prefill_chunk: usize,
+    /// Jobs that may wait for a slot (`--max-queue`; 0 = no limit). A job past it is refused
+    /// with [`EngineError::QueueFull`].
+    pub max_queue: usize,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +38,7 @@ impl Default for EngineConfig {
             prefill_chunk: 2048,
             slots: 1,
             batch_prefill_chunk: 256,
+            max_queue: 0,
         }
     }
 }
@@ -336,6 +340,13 @@ impl Engine {
         };
         {
             let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if self.cfg.max_queue > 0 {
+                // Jobs cancelled while waiting leave at the next step; they hold no place.
+                let waiting = q.iter().filter(|j| !j.cancel.is_cancelled()).count();
+                if waiting >= self.cfg.max_queue {
+                    return Err(EngineError::QueueFull { queued: waiting });
+                }
+            }
             q.push_back(job);
             self.inner.stats.queued.store(q.len(), Ordering::SeqCst);
         }

@@ -31,6 +31,9 @@ pub enum EngineError {
     Model(String),
     #[error("server shutting down")]
     ShuttingDown,
+    /// `EngineConfig::max_queue` jobs already wait for a slot.
+    #[error("too many queued requests ({queued} waiting for a session slot); retry later")]
+    QueueFull { queued: usize },
 }
 
 /// One sequence's evaluation state (KV cache + position) on a model.

@@ -22,6 +22,7 @@ fn engine(model: Box<dyn Model>, tok: Arc<dyn Tokenizer>, slots: usize, chunk: u
             prefill_chunk: chunk,
             slots,
             batch_prefill_chunk: 4,
+            max_queue: 0,
         },
     )
     .unwrap()

@@ -389,6 +389,45 @@ fn queued_job_whose_client_left_is_skipped() {
 }
 
 #[test]
+fn past_max_queue_a_job_is_refused_and_a_freed_place_is_taken_again() {
+    let model = EchoModel::default();
+    model.gate.enable();
+    let e = Engine::start(
+        Box::new(model.clone()),
+        Arc::new(TestTokenizer),
+        EngineConfig {
+            ctx: 1 << 16,
+            max_queue: 2,
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
+    // One job holds the only slot; two more wait; the fourth is refused.
+    let mut h1 = e.submit(req(&prompt("LOOP:"), 100_000)).unwrap();
+    model.gate.permit(1);
+    assert!(matches!(
+        h1.events.blocking_recv(),
+        Some(Event::Started { .. })
+    ));
+    let h2 = e.submit(req(&prompt("ECHO:a"), 4)).unwrap();
+    let _h3 = e.submit(req(&prompt("ECHO:b"), 4)).unwrap();
+    assert_eq!(e.stats().queued.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        e.submit(req(&prompt("ECHO:c"), 4)).err(),
+        Some(EngineError::QueueFull { queued: 2 })
+    );
+    // A dropped waiting job and the cancelled running one free their places.
+    drop(h2);
+    model.gate.disable();
+    h1.cancel_flag().cancel();
+    let o1 = collect(h1);
+    assert_eq!(o1.finish, Finish::Cancelled);
+    let h4 = e.submit(req(&prompt("ECHO:d"), 4));
+    assert!(h4.is_ok(), "{:?}", h4.err());
+    assert_eq!(collect(h4.unwrap()).text, "d");
+}
+
+#[test]
 fn shutdown_fails_queued_and_rejects_new_jobs() {
     let model = EchoModel::default();
     model.gate.enable();

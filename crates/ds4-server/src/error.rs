@@ -161,6 +161,10 @@ impl IntoResponse for ApiError {
         let mut body = self.body().to_json();
         body.push('\n');
         let mut r = json_response(self.status, body, self.cors);
+        if matches!(self.status.as_u16(), 429 | 529) {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         r.extensions_mut().insert(RejectReason(self.message));
         r
     }

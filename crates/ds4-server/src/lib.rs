@@ -423,6 +423,19 @@ pub fn engine_error(api: ApiKind, e: EngineError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, api, "server shutting down")
         }
         EngineError::Model(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, api, m),
+        // --max-queue: OpenAI's rate-limit answer, Anthropic's overloaded one (both with
+        // Retry-After, added by the error response).
+        e @ EngineError::QueueFull { .. } if api == ApiKind::Anthropic => ApiError::new(
+            StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            api,
+            e.to_string(),
+        )
+        .etype("overloaded_error"),
+        e @ EngineError::QueueFull { .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, api, e.to_string())
+                .etype("rate_limit_error")
+                .code("rate_limit_exceeded")
+        }
     }
 }
 

@@ -59,6 +59,10 @@ struct Args {
     /// requests beyond them wait in the queue.
     #[arg(long = "batched-session", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     batched_session: u64,
+    /// Requests that may wait for a session slot (0 = no limit); past it OpenAI routes
+    /// answer 429 and Anthropic 529, with Retry-After.
+    #[arg(long = "max-queue", default_value_t = 0)]
+    max_queue: u64,
     /// Do not replay the exact sampled DSML of earlier tool calls.
     #[arg(long = "disable-exact-dsml-tool-replay")]
     disable_exact_dsml_tool_replay: bool,
@@ -219,6 +223,7 @@ fn run(args: Args) -> Result<(), String> {
             ctx,
             prefill_chunk: usize::try_from(args.prefill_chunk).unwrap_or(2048),
             slots: usize::try_from(args.batched_session).unwrap_or(1),
+            max_queue: usize::try_from(args.max_queue).unwrap_or(usize::MAX),
             ..EngineConfig::default()
         },
     )

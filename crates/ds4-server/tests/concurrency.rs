@@ -6,6 +6,7 @@ use std::io::{BufRead, Read, Write};
 use std::time::Duration;
 
 use common::*;
+use ds4_engine::EngineConfig;
 use serde_json::json;
 
 #[test]
@@ -245,4 +246,51 @@ fn streaming_stop_sequence_is_never_sent() {
         .find(|e| !e["choices"][0]["finish_reason"].is_null())
         .unwrap();
     assert_eq!(fin["choices"][0]["finish_reason"], "stop");
+}
+
+#[test]
+fn past_max_queue_openai_routes_answer_429_and_anthropic_529_with_retry_after() {
+    let ecfg = EngineConfig {
+        ctx: 4096,
+        max_queue: 1,
+        ..EngineConfig::default()
+    };
+    let s = start_engine(cfg(4096), ecfg, 4);
+    let loop_body = json!({"model":"deepseek-chat","stream":true,"max_tokens":3000,
+        "messages":[{"role":"user","content":"LOOP:"}]});
+    // One request holds the slot, a second waits in the queue.
+    let (st, running) = open_stream(s.addr, "/v1/chat/completions", &loop_body);
+    assert_eq!(st, 200);
+    wait_health(s.addr, |h| h["active"] == 1);
+    let addr = s.addr;
+    let waiting = std::thread::spawn(move || {
+        post(
+            addr,
+            "/v1/chat/completions",
+            &json!({"model":"deepseek-chat","max_tokens":2,
+                "messages":[{"role":"user","content":"ECHO:ok"}]}),
+        )
+    });
+    wait_health(s.addr, |h| h["queued"] == 1);
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        &json!({"model":"deepseek-chat","messages":[{"role":"user","content":"x"}]}),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    let r = post(
+        s.addr,
+        "/v1/messages",
+        &json!({"max_tokens":4,"messages":[{"role":"user","content":"x"}]}),
+    );
+    assert_eq!(r.status, 529, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json()["error"]["type"], "overloaded_error");
+    // Once the running request goes, the waiting one is served.
+    drop(running);
+    let w = waiting.join().unwrap();
+    assert_eq!(w.status, 200, "{}", w.text());
 }
