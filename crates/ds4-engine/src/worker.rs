@@ -104,11 +104,11 @@ impl Slot {
     }
 }
 
-/// A job's state between steps.
 /// The think block's delimiters as token bytes (special tokens give their literal text).
 const THINK_START: &[u8] = b"<think>";
 const THINK_END: &[u8] = b"</think>";
 
+/// A job's state between steps.
 struct Active {
     job: Job,
     slot: usize,
@@ -335,8 +335,7 @@ impl Worker {
             usage: Usage {
                 prompt_tokens: total,
                 cached_tokens: cached,
-                completion_tokens: 0,
-                reasoning_tokens: 0,
+                ..Usage::default()
             },
             reasoning,
             rng: Rng::new(seed),

@@ -32,6 +32,8 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// Extra members after the standard ones (e.g. `n_prompt_tokens`).
     pub extra: Vec<(String, J)>,
+    /// `Retry-After` header (seconds).
+    pub retry_after: Option<&'static str>,
     pub cors: bool,
 }
 
@@ -45,6 +47,7 @@ impl ApiError {
             param: None,
             code: None,
             extra: Vec::new(),
+            retry_after: None,
             cors: false,
         }
     }
@@ -57,6 +60,10 @@ impl ApiError {
     }
     pub fn code(mut self, c: &'static str) -> Self {
         self.code = Some(c);
+        self
+    }
+    pub fn retry_after(mut self, seconds: &'static str) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
     pub fn etype(mut self, t: &'static str) -> Self {
@@ -161,9 +168,9 @@ impl IntoResponse for ApiError {
         let mut body = self.body().to_json();
         body.push('\n');
         let mut r = json_response(self.status, body, self.cors);
-        if matches!(self.status.as_u16(), 429 | 529) {
+        if let Some(s) = self.retry_after {
             r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(s));
         }
         r.extensions_mut().insert(RejectReason(self.message));
         r

@@ -197,20 +197,18 @@ pub fn loading_gate(ready: Arc<std::sync::OnceLock<Router>>, cors: bool) -> Rout
             if let Some(app) = ready.get() {
                 return app.clone().oneshot(req).await.into_response();
             }
-            let body = if req.uri().path() == "/health" {
-                J::obj().with("status", "loading").with("model", MODEL_ID)
-            } else {
-                J::obj().with(
-                    "error",
-                    J::obj()
-                        .with(
-                            "message",
-                            "The model is still loading; retry when /health says ok.",
-                        )
-                        .with("type", "unavailable_error")
-                        .with("code", 503u64),
+            if req.uri().path() != "/health" {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ApiKind::Other,
+                    "The model is still loading; retry when /health says ok.",
                 )
-            };
+                .etype("unavailable_error")
+                .retry_after("5");
+                e.cors = cors;
+                return e.into_response();
+            }
+            let body = J::obj().with("status", "loading").with("model", MODEL_ID);
             let mut r = error::json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_json(), cors);
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -228,9 +226,14 @@ async fn cors_layer(
         // OPTIONS on any path: 204, no body (CORS preflight).
         StatusCode::NO_CONTENT.into_response()
     } else {
-        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let route = st
+            .cfg
+            .log_requests
+            .then(|| (req.method().clone(), req.uri().path().to_string()));
         let r = next.run(req).await;
-        if st.cfg.log_requests && (r.status().is_client_error() || r.status().is_server_error()) {
+        if let Some((method, path)) =
+            route.filter(|_| r.status().is_client_error() || r.status().is_server_error())
+        {
             // One line per refused request: status, route, reason.
             let reason = r
                 .extensions()
@@ -423,18 +426,19 @@ pub fn engine_error(api: ApiKind, e: EngineError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, api, "server shutting down")
         }
         EngineError::Model(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, api, m),
-        // --max-queue: OpenAI's rate-limit answer, Anthropic's overloaded one (both with
-        // Retry-After, added by the error response).
+        // --max-queue: OpenAI's rate-limit answer, Anthropic's overloaded one.
         e @ EngineError::QueueFull { .. } if api == ApiKind::Anthropic => ApiError::new(
             StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             api,
             e.to_string(),
         )
-        .etype("overloaded_error"),
+        .etype("overloaded_error")
+        .retry_after("1"),
         e @ EngineError::QueueFull { .. } => {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, api, e.to_string())
                 .etype("rate_limit_error")
                 .code("rate_limit_exceeded")
+                .retry_after("1")
         }
     }
 }

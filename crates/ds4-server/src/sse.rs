@@ -76,8 +76,7 @@ impl StreamState {
                 self.outcome.usage = Usage {
                     prompt_tokens,
                     cached_tokens,
-                    completion_tokens: 0,
-                    reasoning_tokens: 0,
+                    ..Usage::default()
                 };
                 let u = self.outcome.usage;
                 self.queue.extend(self.proj.start(&u));
@@ -208,8 +207,7 @@ pub async fn collect(
                 o.usage = Usage {
                     prompt_tokens,
                     cached_tokens,
-                    completion_tokens: 0,
-                    reasoning_tokens: 0,
+                    ..Usage::default()
                 };
             }
             Event::Text(t) => o.text.push_str(&t),
